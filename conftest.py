@@ -1,0 +1,2 @@
+"""Root conftest: the harness's pytest plugin is loaded through its pytest11 entry point;
+the claims' session fixtures live in fixtures/ and are registered here."""

@@ -1,0 +1,1 @@
+"""pytest plugin of vit-local-claims (options, markers, report hooks)."""
