@@ -1,0 +1,76 @@
+"""Section 5 of the paper: instance and fine-grained patch retrieval on FAIR1M tiles.
+
+Every patch of a transformed tile that lies on an object retrieves its nearest patch among
+all patches of all original tiles. Units for the bootstrap are the original tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness import analyses
+from harness.experiments.common import Embed, flat_patches
+from harness.measurements import Measurement
+from harness.profiles import Profile, scaled_m
+
+OUTCOMES = ("original", "same_fine", "same_super", "other", "background")
+
+
+@dataclass
+class RetrievalViews:
+    original: object
+    transformed: dict[tuple[str, float], object]  # (transform, level) -> view
+
+
+def _patch_meta(view, patch_size: int) -> dict[str, np.ndarray]:
+    objects = view.patch_objects(patch_size)
+    n, h, w = objects["instance"].shape
+    return {
+        "source": np.repeat(np.asarray(view.source_index), h * w),
+        "position": np.tile(np.arange(h * w), n),
+        "instance": objects["instance"].reshape(-1),
+        "fine": objects["fine"].reshape(-1),
+        "super": objects["super"].reshape(-1),
+    }
+
+
+def retrieval_measurements(
+    model: str, backbone, views: RetrievalViews, embed: Embed, profile: Profile,
+    with_pruned: bool = False,
+) -> list[Measurement]:
+    """Outcome rates per transform and level (S5.1-S5.6), with and without the source image;
+    with_pruned adds `<model>_pruned`: the same without its top-m variance features."""
+    last = backbone.depth
+    p = backbone.patch_size
+    base_x = flat_patches(embed(backbone, views.original, [last])[last])
+    base_meta = _patch_meta(views.original, p)
+    n_units = int(np.max(base_meta["source"])) + 1
+    variants = {model: None}
+    if with_pruned:
+        variants[f"{model}_pruned"] = analyses.top_variance_features(
+            base_x, scaled_m(profile.top_m, base_x.shape[1]))
+    out: list[Measurement] = []
+    for (transform, level), view in sorted(views.transformed.items()):
+        query_x = flat_patches(embed(backbone, view, [last])[last])
+        query_meta = _patch_meta(view, p)
+        for name, dropped in variants.items():
+            bx, qx = base_x, query_x
+            if dropped is not None:
+                bx, qx = analyses.drop_features(bx, dropped), analyses.drop_features(qx, dropped)
+            excludes = (False, True) if transform == "blur" else (False,)
+            for exclude_source in excludes:
+                result = analyses.retrieval_outcomes(bx, base_meta, qx, query_meta,
+                                                     exclude_source=exclude_source)
+                counts = result.per_source_counts(n_units)  # [n_units, 5]
+                total = counts.sum(1)
+                for k, outcome in enumerate(OUTCOMES):
+                    units = np.stack([counts[:, k], total], axis=1)
+                    value = float(units[:, 0].sum() / max(units[:, 1].sum(), 1))
+                    out.append(Measurement(
+                        "rate", name, value,
+                        {"dataset": "fair1m", "corruption": transform, "level": level,
+                         "outcome": outcome, "exclude_source": exclude_source, "layer": last},
+                        units=units, reducer="ratio", unit_group="fair1m/tiles"))
+    return out

@@ -1,0 +1,66 @@
+"""Run profiles: the sizes of every experiment.
+
+`paper` follows the paper (shared/CLAIMS.md, "Setup" paragraphs). `smoke` runs the same
+pipeline end to end on the synthetic world with small random-init models, to prove the
+pipeline in minutes; its verdicts are never judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAPER_WIDTH = 768  # ViT-B: the pruning counts m of the paper refer to 768 features
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    untrained: bool  # random-init models: verdicts are 'not judged'
+    cityscapes_train_per_city: tuple[int, ...] = (2, 4, 8)
+    cityscapes_val_per_city: int = 10
+    ade20k_train_per_class: int = 4
+    ade20k_val_images: int = 300
+    fair1m_per_category: int = 8
+    video_count: int | None = None  # None: all val videos / all train sequences
+    frame_gaps: tuple[int, ...] = (1, 2, 3, 5, 7, 9, 10, 15, 20, 30, 45, 60)
+    pruning_m: tuple[int, ...] = (0, 10, 50, 100, 200, 300, 400, 500)
+    top_m: int = 200  # the 'top-200 high-variance features' of S4.5-S4.8, S5.6
+    corruption_levels: tuple[tuple[str, tuple[float, ...]], ...] = (
+        ("blur", (10, 20, 30, 40)),
+        ("noise", (10, 20, 30, 40)),
+        ("band_noise", (1, 2, 3, 4)),
+    )
+    retrieval_transforms: tuple[tuple[str, tuple[float, ...]], ...] = (
+        ("shift", (1, 2, 3, 4)),
+        ("blur", (10, 20, 30, 40)),
+        ("noise", (10, 20, 30, 40)),
+    )
+    bootstrap: int = 1000
+
+    @property
+    def middle_train_per_city(self) -> int:
+        return sorted(self.cityscapes_train_per_city)[len(self.cityscapes_train_per_city) // 2]
+
+
+PROFILES = {
+    "paper": Profile(name="paper", untrained=False),
+    "smoke": Profile(
+        name="smoke",
+        untrained=True,
+        cityscapes_val_per_city=3,
+        ade20k_train_per_class=1,
+        ade20k_val_images=8,
+        fair1m_per_category=2,
+        video_count=2,
+        frame_gaps=(1, 2, 5, 10, 20, 30),
+        bootstrap=100,
+    ),
+}
+
+
+def scaled_m(m: int, width: int) -> int:
+    """The paper's m counts features of a 768-wide ViT-B; a narrower (smoke) model drops
+    the same fraction of its features."""
+    if width == PAPER_WIDTH:
+        return m
+    return int(round(m * width / PAPER_WIDTH))
