@@ -1,0 +1,129 @@
+"""Reading checkpoint files, converting official release formats to timm names, and
+loading strictly: every missing, unexpected or mis-shaped key is an error that names it."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.models.spec import CheckpointFormat
+
+# Keys by which a top-level mapping is recognised as a state dict rather than a wrapper.
+_STATE_DICT_MARKERS = ("cls_token", "patch_embed.proj.weight", "norm.weight")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that does not fit the model; the message names the keys."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file's top level is not a known wrapper around a state dict."""
+
+
+class CheckpointKeyError(CheckpointError):
+    """Missing, unexpected or mis-shaped keys after conversion."""
+
+    def __init__(self, source: str, missing, unexpected, mismatched):
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys: {_names(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys: {_names(self.unexpected)}")
+        if self.mismatched:
+            parts.append("shape mismatches: " + ", ".join(
+                f"{k} (file {tuple(a)} vs model {tuple(b)})" for k, a, b in self.mismatched))
+        super().__init__(f"checkpoint {source} does not match the model: " + "; ".join(parts))
+
+
+def _names(keys: list[str], shown: int = 40) -> str:
+    more = f" ... and {len(keys) - shown} more" if len(keys) > shown else ""
+    return str(keys[:shown]) + more
+
+
+def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
+    """The raw content of a .safetensors / .pth / .bin file, on CPU."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Official training checkpoints (SimMIM) pickle a yacs config next to the
+        # weights; only a file the user chose to load gets here.
+        warnings.warn(
+            f"{path.name}: not loadable with weights_only=True ({str(err).splitlines()[0]}); "
+            "loading it as a full pickle because you named this file as trusted weights",
+            stacklevel=2,
+        )
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def file_digest(path: str | Path, chars: int = 16) -> str:
+    """sha256 of the file's bytes, first `chars` hex digits."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            sha.update(block)
+    return sha.hexdigest()[:chars]
+
+
+def _is_state_dict(obj: Any) -> bool:
+    if not isinstance(obj, Mapping) or not obj:
+        return False
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return False
+    return any(k.endswith(m) for k in obj for m in _STATE_DICT_MARKERS)
+
+
+def unwrap(raw: Mapping[str, Any], fmt: CheckpointFormat, source: str) -> dict[str, torch.Tensor]:
+    """The state dict inside `raw`: raw itself when flat, else under one of fmt.wrappers."""
+    if _is_state_dict(raw):
+        return dict(raw)
+    if isinstance(raw, Mapping):
+        for key in fmt.wrappers:
+            inner = raw.get(key)
+            if isinstance(inner, Mapping) and _is_state_dict(inner):
+                return dict(inner)
+    top = sorted(raw)[:20] if isinstance(raw, Mapping) else type(raw).__name__
+    raise CheckpointFormatError(
+        f"checkpoint {source}: no state dict found. Expected a flat state dict or one under "
+        f"{list(fmt.wrappers) or '(no wrapper)'}; top-level keys are {top}"
+    )
+
+
+def convert(raw: Mapping[str, Any], fmt: CheckpointFormat, source: str) -> dict[str, torch.Tensor]:
+    """Official release content -> state dict with timm's parameter names."""
+    state = unwrap(raw, fmt, source)
+    for prefix in fmt.prefixes:
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    dropped = [re.compile(p) for p in fmt.dropped]
+    state = {k: v for k, v in state.items() if not any(p.search(k) for p in dropped)}
+    for pattern, replacement in fmt.renames:
+        state = {re.sub(pattern, replacement, k): v for k, v in state.items()}
+    return state
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `module`; any key difference or shape difference raises."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        (k, state[k].shape, expected[k].shape)
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        raise CheckpointKeyError(source, missing, unexpected, mismatched)
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,83 @@
+"""`load`: registry name (+ optional weights) -> Backbone with strictly loaded weights."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from harness import config
+from harness.models.backbone import Backbone
+from harness.models.checkpoint import convert, load_strict, read_checkpoint
+from harness.models.registry import FAMILY_MODULES, get_spec
+from harness.models.spec import ModelSpec
+from harness.models.weights import resolve
+
+# Small width for smoke runs: the whole pipeline on CPU in minutes, same architecture
+# family (patch size, position scheme, layer scale, shared rel-pos bias) and depth.
+SMOKE_EMBED_DIM = 64
+SMOKE_NUM_HEADS = 2
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_module(spec: ModelSpec, *, smoke: bool = False) -> torch.nn.Module:
+    """The spec's architecture with timm's random initialisation (caller seeds it)."""
+    family = FAMILY_MODULES[spec.arch_family]
+    if smoke:
+        return family.build(spec, embed_dim=SMOKE_EMBED_DIM, num_heads=SMOKE_NUM_HEADS)
+    return family.build(spec, embed_dim=spec.embed_dim, num_heads=spec.num_heads)
+
+
+def load(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    random_init: bool = False,
+    smoke: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Backbone:
+    """Load registry model `name`.
+
+    weights: None (the spec's default source: local Hugging Face cache, else
+        `<cache-dir>/weights/<release file>`, else a hub download unless offline), a path
+        to the official release file or to a timm-format file, or a hub id
+        ('hf-hub:org/name', 'org/name', or a timm tag like 'vit_base_patch16_224.dino').
+    random_init: timm's initialisation, seeded from seed_for('random_init', name).
+    smoke: only with random_init; the same family at width 64 with 2 heads.
+    """
+    spec = get_spec(name)
+    if smoke and not random_init:
+        raise ValueError("smoke=True builds a small untrained model; pass random_init=True too")
+    if random_init and weights is not None:
+        raise ValueError("pass either weights or random_init=True, not both")
+    device = torch.device(device) if device is not None else default_device()
+
+    if random_init:
+        seed = config.seed_for("random_init", name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = build_module(spec, smoke=smoke)
+        weights_id = "random-init" + ("-smoke" if smoke else "")
+        digest = f"random-init-{seed}" + ("-smoke" if smoke else "")
+    else:
+        source = resolve(spec, weights, cache_dir)
+        state = convert(read_checkpoint(source.path), spec.checkpoint, str(source.path))
+        module = build_module(spec)
+        load_strict(module, state, source.weights_id)
+        weights_id, digest = source.weights_id, source.digest
+
+    family = FAMILY_MODULES[spec.arch_family]
+    module.eval().requires_grad_(False).to(device)
+    return Backbone(
+        name=name,
+        spec=spec,
+        module=module,
+        device=device,
+        weights_id=weights_id,
+        weights_digest=digest,
+        embed_dim=module.embed_dim,
+        _set_input_grid=family.set_input_grid,
+    )

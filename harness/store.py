@@ -1,0 +1,270 @@
+"""The embedding cache: one fp16 memory-mapped .npy per (model + weights digest, view,
+layer) with a JSON sidecar.
+
+Layout: <root>/embeddings/<model>/<entry id>/layer-NN.npy + layer-NN.json, where the entry
+id hashes everything that changes the numbers except the layer (model name, weights
+digest, view key, image size, dtype, harness version); the layer is in the file name and
+the full key, layer included, is repeated in the JSON and checked on every read.
+
+Safety:
+- writes go to a temp file in the same folder, then os.replace; the JSON goes last, so
+  an interrupted build leaves only temp files, which are never read and are cleaned up by
+  the next build of that entry;
+- a filelock per entry makes concurrent processes (pytest-xdist workers) build it once:
+  the others wait on the lock and then read;
+- a read checks the JSON key, the array's shape and dtype and a CRC32 of its bytes; an
+  entry that fails is rebuilt (logged and warned), never used;
+- every build appends one line to <root>/builds.jsonl.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+import harness
+
+log = logging.getLogger(__name__)
+
+STORE_DTYPE = "float16"
+_CRC_BLOCK = 1 << 26  # 64 MiB per crc32 call keeps memory flat on huge arrays
+
+
+def _harness_version() -> str:
+    return harness.__version__
+
+
+class StoreWarning(UserWarning):
+    """A cache entry was found corrupt, partial or stale and is being rebuilt."""
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """Everything that changes the stored numbers, except the layer."""
+
+    model: str
+    weights_digest: str
+    view_key: str
+    image_size: tuple[int, int]
+    dtype: str = STORE_DTYPE
+    harness_version: str = field(default_factory=_harness_version)
+
+    def fields(self, layer: int) -> dict[str, Any]:
+        out = asdict(self)
+        out["image_size"] = list(self.image_size)
+        out["layer"] = int(layer)
+        return out
+
+    @property
+    def entry_id(self) -> str:
+        text = json.dumps(self.fields(0), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def array_crc32(array: np.ndarray) -> int:
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    crc = 0
+    for start in range(0, flat.size, _CRC_BLOCK):
+        crc = zlib.crc32(flat[start:start + _CRC_BLOCK], crc)
+    return crc
+
+
+class EntryCorrupt(Exception):
+    """Internal: why a stored layer cannot be used."""
+
+
+class EmbeddingStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+        # (path, size, mtime_ns) of files whose checksum this process already verified,
+        # so repeated reads of one entry hash it once.
+        self._verified: set[tuple[str, int, int]] = set()
+
+    # -- paths -------------------------------------------------------------------------
+    def entry_dir(self, key: EntryKey) -> Path:
+        return self.root / "embeddings" / _safe(key.model) / key.entry_id
+
+    def layer_paths(self, key: EntryKey, layer: int) -> tuple[Path, Path]:
+        folder = self.entry_dir(key)
+        return folder / f"layer-{layer:02d}.npy", folder / f"layer-{layer:02d}.json"
+
+    def lock_path(self, key: EntryKey) -> Path:
+        return self.root / "locks" / f"{key.entry_id}.lock"
+
+    @property
+    def builds_log(self) -> Path:
+        return self.root / "builds.jsonl"
+
+    # -- public API --------------------------------------------------------------------
+    def get_or_build(
+        self,
+        key: EntryKey,
+        layers: Iterable[int],
+        shape: tuple[int, ...],
+        build: Callable[[dict[int, np.ndarray]], Mapping[str, Any] | None],
+        *,
+        ids_digest: str | None = None,
+    ) -> dict[int, np.ndarray]:
+        """Read-only memmaps {layer: array of `shape`} for `layers`, building the missing
+        ones with `build(writable_arrays)`, which fills every array it is given and may
+        return details for the build log (e.g. {'device': 'cuda:0'})."""
+        layers = sorted({int(layer) for layer in layers})
+        shape = tuple(int(s) for s in shape)
+        found = self._read_valid(key, layers, shape, ids_digest, report=False)
+        if len(found) == len(layers):
+            return found
+        self.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.lock_path(key))):
+            # Another process may have built it while we waited for the lock.
+            found = self._read_valid(key, layers, shape, ids_digest, report=True)
+            missing = [layer for layer in layers if layer not in found]
+            if missing:
+                self._build(key, missing, shape, build, ids_digest)
+                found.update(self._read_valid(key, missing, shape, ids_digest, report=True))
+        if len(found) != len(layers):
+            raise RuntimeError(f"store: entry {key.entry_id} unreadable right after building it")
+        return found
+
+    def read(self, key: EntryKey, layers: Iterable[int], shape: tuple[int, ...],
+             ids_digest: str | None = None) -> dict[int, np.ndarray] | None:
+        """The stored layers if all are present and valid, else None (never builds)."""
+        layers = sorted({int(layer) for layer in layers})
+        found = self._read_valid(key, layers, tuple(shape), ids_digest, report=False)
+        return found if len(found) == len(layers) else None
+
+    # -- reading -----------------------------------------------------------------------
+    def _read_valid(self, key, layers, shape, ids_digest, *, report: bool) -> dict[int, np.ndarray]:
+        found: dict[int, np.ndarray] = {}
+        for layer in layers:
+            array_path, meta_path = self.layer_paths(key, layer)
+            if not meta_path.exists():
+                continue
+            try:
+                found[layer] = self._open_layer(key, layer, shape, ids_digest)
+            except EntryCorrupt as why:
+                if report:  # only under the lock, so each problem is reported once
+                    message = f"embedding store: {array_path} unusable ({why}); rebuilding it"
+                    log.warning(message)
+                    warnings.warn(message, StoreWarning, stacklevel=4)
+                    meta_path.unlink(missing_ok=True)
+                    array_path.unlink(missing_ok=True)
+        return found
+
+    def _open_layer(self, key, layer, shape, ids_digest) -> np.ndarray:
+        array_path, meta_path = self.layer_paths(key, layer)
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as err:
+            raise EntryCorrupt(f"metadata unreadable: {err}") from err
+        if meta.get("key") != key.fields(layer):
+            raise EntryCorrupt(f"metadata key differs: {meta.get('key')} != {key.fields(layer)}")
+        if ids_digest is not None and meta.get("ids_digest") != ids_digest:
+            raise EntryCorrupt("built for other image ids")
+        if list(meta.get("shape", [])) != list(shape) or meta.get("dtype") != key.dtype:
+            raise EntryCorrupt(f"metadata shape/dtype {meta.get('shape')}/{meta.get('dtype')} "
+                               f"!= expected {list(shape)}/{key.dtype}")
+        try:
+            array = np.load(array_path, mmap_mode="r")
+        except (OSError, ValueError) as err:  # missing, truncated or bad header
+            raise EntryCorrupt(f"array unreadable: {err}") from err
+        if array.shape != shape or array.dtype != np.dtype(key.dtype):
+            raise EntryCorrupt(f"array is {array.shape} {array.dtype}, metadata says {shape} {key.dtype}")
+        stat = array_path.stat()
+        token = (str(array_path), stat.st_size, stat.st_mtime_ns)
+        if token not in self._verified:
+            if array_crc32(array) != meta.get("crc32"):
+                raise EntryCorrupt("checksum mismatch")
+            self._verified.add(token)
+        return array
+
+    # -- building ----------------------------------------------------------------------
+    def _build(self, key, layers, shape, build, ids_digest) -> None:
+        folder = self.entry_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_files(folder)
+        tag = f".tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        temp = {layer: self.layer_paths(key, layer)[0].with_name(
+            f"layer-{layer:02d}.npy{tag}") for layer in layers}
+        arrays: dict[int, np.ndarray] = {}
+        try:
+            for layer, path in temp.items():
+                arrays[layer] = np.lib.format.open_memmap(path, mode="w+", dtype=key.dtype, shape=shape)
+            started = time.perf_counter()
+            details = dict(build(arrays) or {})
+            seconds = time.perf_counter() - started
+            for layer in layers:
+                array = arrays[layer]
+                array.flush()
+                crc = array_crc32(array)
+                array_path, meta_path = self.layer_paths(key, layer)
+                os.replace(temp[layer], array_path)
+                meta = {"key": key.fields(layer), "shape": list(shape), "dtype": key.dtype,
+                        "crc32": crc, "ids_digest": ids_digest, "created": time.time()}
+                _atomic_write_text(meta_path, json.dumps(meta, indent=1))
+            del arrays
+        except BaseException:
+            for path in temp.values():
+                path.unlink(missing_ok=True)
+            raise
+        self._log_build(key, layers, shape, seconds, details)
+
+    def _log_build(self, key, layers, shape, seconds, details) -> None:
+        n_images = shape[0] if shape else 0
+        record = {
+            "key": key.fields(layers[0]) | {"layer": list(layers)},
+            "entry_id": key.entry_id,
+            "seconds": round(seconds, 4),
+            "images_per_s": round(n_images / seconds, 3) if seconds > 0 else None,
+            "device": details.pop("device", "unknown"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        } | details
+        self.builds_log.parent.mkdir(parents=True, exist_ok=True)
+        # One short line with O_APPEND: concurrent writers do not interleave.
+        with open(self.builds_log, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files of builds that were killed (their process is gone)."""
+    for path in folder.glob("*.tmp-*"):
+        try:
+            pid = int(path.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if not _process_alive(pid):
+            path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
