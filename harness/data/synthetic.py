@@ -1,0 +1,441 @@
+"""A small synthetic world written in the five native layouts, read by the real readers.
+
+`write_world(out, seed)` writes `out/<name>/` for every name in DATASET_NAMES in a few
+seconds. Images carry structure a ViT can use: each class is a region of its own colour and
+texture (stripes at a class-specific angle and period over a smooth base), street scenes are
+laid out like street scenes, aerial objects are rotated boxes textured by fine category with
+colours shared within a supercategory, and tracked objects move smoothly with a texture of
+their own. Everything derives from `seed`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from harness.config import seed_for
+
+from .ade20k import CLASS_NAMES as ADE_CLASSES
+from .common import DATASET_NAMES
+from .fair1m import CLASS_NAMES as FAIR1M_CLASSES
+from .fair1m import SUPER_INDEX, SUPER_OF
+
+TEXTURE = 64  # texture tile side; class textures repeat with this period
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    city_train: tuple[str, ...] = ("aachen", "bochum", "bremen")
+    city_val: tuple[str, ...] = ("frankfurt",)
+    city_train_per_city: int = 8
+    city_val_per_city: int = 3
+    ade_train: int = 20
+    ade_val: int = 8
+    fair1m_train: int = 6
+    fair1m_val: int = 2
+    fair1m_per_category: int = 3  # train objects of each fine category
+    bdd_videos: int = 2
+    mot_sequences: tuple[str, ...] = ("MOT17-02-FRCNN", "MOT17-04-FRCNN")
+    frames: int = 40
+
+
+SIZES = {"smoke": WorldSize()}
+
+
+def write_world(out: str | Path, seed: int = 0, size: str = "smoke", names: Sequence[str] = DATASET_NAMES) -> Path:
+    """Write the synthetic world (or only the datasets in `names`) under `out`; returns `out`."""
+    if size not in SIZES:
+        raise ValueError(f"unknown world size {size!r}; expected one of {tuple(SIZES)}")
+    unknown = set(names) - set(DATASET_NAMES)
+    if unknown:
+        raise ValueError(f"unknown dataset(s) {sorted(unknown)}; expected names from {DATASET_NAMES}")
+    writers = {"cityscapes": write_cityscapes, "ade20k": write_ade20k, "fair1m": write_fair1m,
+               "bdd100k_mot": write_bdd100k, "mot17": write_mot17}
+    out, spec = Path(out), SIZES[size]
+    for name in names:
+        writers[name](out / name, spec, seed)
+    return out
+
+
+def _rng(*names: object) -> np.random.Generator:
+    return np.random.default_rng(seed_for("synthetic", *names))
+
+
+# ---------------------------------------------------------------------------- textures
+def _texture(rng: np.random.Generator, colour: np.ndarray, contrast: float = 40.0) -> np.ndarray:
+    """One 64x64 tile: a colour, stripes at a random angle and period, and fine grain."""
+    y, x = np.mgrid[0:TEXTURE, 0:TEXTURE].astype(np.float32)
+    # periods divide 64 so the tile repeats seamlessly
+    fy, fx = rng.choice([0, 1, 2, 4, 8], size=2, replace=False) if rng.random() < 0.9 else (0, 0)
+    stripes = np.sin(2 * np.pi * (fy * y + fx * x) / TEXTURE + rng.uniform(0, 2 * np.pi))
+    grain = rng.normal(0, 0.35, (TEXTURE, TEXTURE))
+    pattern = (contrast * (0.7 * stripes + grain))[..., None] * rng.uniform(0.6, 1.0, 3)
+    return np.clip(colour + pattern, 0, 255).astype(np.uint8)
+
+
+def _bank(n: int, rng: np.random.Generator, colours: np.ndarray | None = None) -> np.ndarray:
+    """[n, 64, 64, 3] textures, one per class, with well-spread colours unless given."""
+    if colours is None:
+        hues = (np.arange(n) * 0.618034) % 1.0  # golden-ratio hues stay apart
+        colours = np.stack([_hsv(h, rng.uniform(0.35, 0.8), rng.uniform(0.35, 0.85)) for h in hues])
+    return np.stack([_texture(rng, colours[i]) for i in range(n)])
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    rgb = np.clip(np.abs((h * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1)
+    return 255 * v * (1 - s + s * rgb)
+
+
+def _paint(class_map: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Pixels of each class from its texture tile."""
+    height, width = class_map.shape
+    ys = (np.arange(height) % TEXTURE)[:, None]
+    xs = (np.arange(width) % TEXTURE)[None, :]
+    return bank[class_map, ys, xs]
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+# ---------------------------------------------------------------------------- street scenes
+def _street_labels(rng: np.random.Generator, height: int, width: int, objects: bool = True) -> np.ndarray:
+    """A Cityscapes labelId map: sky, buildings, vegetation, road in perspective, sidewalks,
+    poles with signs and lights, and (if `objects`) vehicles and people."""
+    canvas = Image.new("L", (width, height), 23)  # sky
+    draw = ImageDraw.Draw(canvas)
+    sy = height / 1024
+    horizon = int(rng.uniform(380, 480) * sy)
+    x = 0
+    while x < width:  # a row of buildings with gaps of trees, walls or fences
+        w = int(rng.uniform(0.07, 0.2) * width)
+        kind = rng.choice([11, 11, 11, 21, 12, 13])
+        top = int(rng.uniform(0.08, 0.35) * height) if kind == 11 else int(horizon - rng.uniform(0.05, 0.2) * height)
+        if kind == 21:
+            draw.ellipse([x - w // 4, top, x + w + w // 4, horizon + int(0.1 * height)], fill=21)
+        else:
+            draw.rectangle([x, top, x + w, horizon + int(0.06 * height)], fill=int(kind))
+        x += w
+    vanish_l, vanish_r = width * rng.uniform(0.38, 0.45), width * rng.uniform(0.55, 0.62)
+    road_top = horizon + int(0.04 * height)
+    draw.polygon([(0, height), (width, height), (vanish_r, road_top), (vanish_l, road_top)], fill=7)
+    draw.polygon([(0, road_top + int(0.1 * height)), (vanish_l, road_top), (0, height * 0.85)], fill=8)
+    draw.polygon([(width, road_top + int(0.1 * height)), (vanish_r, road_top), (width, height * 0.85)], fill=8)
+    for _ in range(int(rng.integers(1, 3))):  # grass strips
+        x0 = rng.uniform(0, 0.25) * width * rng.choice([1, 3])
+        draw.rectangle([x0, road_top + 0.06 * height, x0 + 0.08 * width, road_top + 0.1 * height], fill=22)
+    if rng.random() < 0.5:  # a parking bay (an ignored class)
+        draw.rectangle([width * 0.8, height * 0.62, width * 0.95, height * 0.7], fill=9)
+    for _ in range(int(rng.integers(2, 5))):  # poles with a sign or a light
+        px = int(rng.uniform(0.02, 0.98) * width)
+        pw = max(2, int(0.006 * width))
+        ptop = int(horizon - rng.uniform(0.1, 0.25) * height)
+        draw.rectangle([px, ptop, px + pw, road_top + int(0.15 * height)], fill=17)
+        sign = int(rng.choice([19, 20]))
+        draw.rectangle([px - 3 * pw, ptop, px + 4 * pw, ptop + int(0.05 * height)], fill=sign)
+    if objects:
+        _street_objects(draw, rng, width, height, road_top)
+    if rng.random() < 0.5:  # the ego vehicle's bonnet (ignored)
+        draw.rectangle([0, int(0.94 * height), width, height], fill=1)
+    return np.asarray(canvas)
+
+
+def _street_objects(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: int, height: int, road_top: int) -> None:
+    items = [(26, 4, 1.9, 1.0), (27, 1, 1.6, 1.4), (28, 1, 2.4, 1.5), (31, 0.3, 4.0, 1.4), (24, 3, 0.4, 1.8),
+             (25, 1, 0.45, 1.7), (32, 0.6, 1.2, 0.9), (33, 0.8, 1.0, 0.8)]  # labelId, mean count, w/h ratio, height
+    placed = []
+    for label_id, mean, aspect, size in items:
+        placed += [(label_id, aspect, size)] * int(rng.poisson(mean))
+    depth = rng.uniform(0.1, 1.0, len(placed))
+    for k in np.argsort(depth):  # far first, near ones drawn on top
+        label_id, aspect, size = placed[k]
+        bottom = road_top + depth[k] * (height - road_top) * 0.9
+        h = size * (0.03 + 0.13 * depth[k]) * height
+        cx = rng.uniform(0.05, 0.95) * width
+        box = [cx - aspect * h / 2, bottom - h, cx + aspect * h / 2, bottom]
+        draw.rectangle(box, fill=label_id)
+        if label_id == 25:  # a rider sits on a bicycle
+            draw.rectangle([box[0] - h * 0.2, bottom - h * 0.4, box[2] + h * 0.2, bottom + h * 0.1], fill=33)
+
+
+def write_cityscapes(root: Path, spec: WorldSize, seed: int) -> None:
+    bank = _bank(34, _rng(seed, "cityscapes", "textures"))
+    for split, cities, n in (("train", spec.city_train, spec.city_train_per_city), ("val", spec.city_val, spec.city_val_per_city)):
+        for city in cities:
+            for frame in range(n):
+                rng = _rng(seed, "cityscapes", split, city, frame)
+                labels = _street_labels(rng, 1024, 2048)
+                image = _shade(_paint(labels, bank), rng)
+                stem = f"{city}_{frame:06d}_{19 + frame:06d}"
+                _save_png(image, root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+                _save_png(labels, root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+
+
+def _shade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A per-image exposure and a soft left-right light gradient."""
+    gain = rng.uniform(0.85, 1.15) * np.linspace(rng.uniform(0.9, 1.0), rng.uniform(1.0, 1.1), image.shape[1])
+    return np.clip(image * gain[None, :, None], 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- ADE20K
+_ADE_INDOOR = ("wall", "floor", "ceiling", "bed", "windowpane", "cabinet", "door", "table", "curtain",
+               "chair", "painting", "sofa", "shelf", "mirror", "rug", "lamp", "cushion", "box", "pillow", "book")
+_ADE_OUTDOOR = ("sky", "building", "road", "tree", "grass", "sidewalk", "person", "car", "mountain",
+                "plant", "fence", "signboard", "streetlight", "bus", "pole", "bicycle")
+
+
+def _ade_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """An ADE mask (0 = other, 1..150): a backdrop of three stuff regions and some objects."""
+    value = {name: ADE_CLASSES.index(name) + 1 for name in ADE_CLASSES}
+    indoor = rng.random() < 0.5
+    top, middle, bottom = ("ceiling", "wall", "floor") if indoor else ("sky", rng.choice(["building", "mountain"]), rng.choice(["road", "grass"]))
+    canvas = Image.new("L", (width, height), value[str(middle)])
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([0, 0, width, rng.uniform(0.15, 0.3) * height], fill=value[str(top)])
+    draw.rectangle([0, rng.uniform(0.65, 0.8) * height, width, height], fill=value[str(bottom)])
+    pool = [n for n in (_ADE_INDOOR if indoor else _ADE_OUTDOOR)[3:]]
+    for name in rng.choice(pool, size=int(rng.integers(3, 7)), replace=False):
+        w, h = rng.uniform(0.1, 0.35) * width, rng.uniform(0.1, 0.4) * height
+        x0, y0 = rng.uniform(0, width - w), rng.uniform(0.2 * height, height - h)
+        shape = draw.ellipse if rng.random() < 0.3 else draw.rectangle
+        shape([x0, y0, x0 + w, y0 + h], fill=value[str(name)])
+    if rng.random() < 0.6:  # an unlabeled ("other") object
+        x0, y0 = rng.uniform(0, 0.8) * width, rng.uniform(0.3, 0.8) * height
+        draw.rectangle([x0, y0, x0 + 0.12 * width, y0 + 0.12 * height], fill=0)
+    return np.asarray(canvas)
+
+
+def write_ade20k(root: Path, spec: WorldSize, seed: int) -> None:
+    bank = _bank(151, _rng(seed, "ade20k", "textures"))
+    base = root / "ADEChallengeData2016"
+    for split, folder, prefix, n in (("train", "training", "ADE_train", spec.ade_train), ("val", "validation", "ADE_val", spec.ade_val)):
+        for k in range(1, n + 1):
+            rng = _rng(seed, "ade20k", split, k)
+            height, width = int(rng.integers(300, 520)), int(rng.integers(400, 700))
+            labels = _ade_labels(rng, height, width)
+            image = _shade(_paint(labels, bank), rng)
+            (base / "images" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(base / "images" / folder / f"{prefix}_{k:08d}.jpg", quality=92)
+            _save_png(labels, base / "annotations" / folder / f"{prefix}_{k:08d}.png")
+
+
+# ---------------------------------------------------------------------------- FAIR1M
+# long side range (px) and width/length ratio of each supercategory's rotated boxes
+_FAIR1M_SHAPES = {"Airplane": (50, 80, 0.9), "Ship": (40, 90, 0.25), "Vehicle": (14, 24, 0.45),
+                  "Court": (60, 100, 0.6), "Road": (80, 110, 0.8)}
+_FAIR1M_XML = """<?xml version="1.0" encoding="utf-8"?>
+<annotation>
+\t<source>
+\t\t<filename>{name}.tif</filename>
+\t\t<origin>GF2/GF3</origin>
+\t</source>
+\t<research>
+\t\t<version>1.0</version>
+\t\t<provider>FAIR1M</provider>
+\t\t<author>Cyber</author>
+\t\t<pluginname>FAIR1M</pluginname>
+\t\t<pluginclass>object detection</pluginclass>
+\t\t<time>2021-07-21</time>
+\t</research>
+\t<size>
+\t\t<width>{width}</width>
+\t\t<height>{height}</height>
+\t\t<depth>3</depth>
+\t</size>
+\t<objects>
+{objects}\t</objects>
+</annotation>
+"""
+_FAIR1M_OBJECT = """\t\t<object>
+\t\t\t<coordinate>pixel</coordinate>
+\t\t\t<type>rectangle</type>
+\t\t\t<description>None</description>
+\t\t\t<possibleresult>
+\t\t\t\t<name>{name}</name>
+\t\t\t</possibleresult>
+\t\t\t<points>
+{points}\t\t\t</points>
+\t\t</object>
+"""
+
+
+def _fair1m_bank(rng: np.random.Generator) -> np.ndarray:
+    """Fine categories of one supercategory share a hue and differ in shade and pattern."""
+    colours = []
+    for fine in FAIR1M_CLASSES:
+        hue = SUPER_INDEX[SUPER_OF[fine]] / len(SUPER_INDEX)
+        colours.append(_hsv(hue + rng.uniform(-0.04, 0.04), rng.uniform(0.4, 0.9), rng.uniform(0.45, 0.95)))
+    return _bank(len(FAIR1M_CLASSES), rng, np.stack(colours))
+
+
+def _rotated_box(cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    corners = np.array([[length, width], [-length, width], [-length, -width], [length, -width]]) / 2
+    return corners @ np.array([[c, s], [-s, c]]) + [cx, cy]
+
+
+def _aerial_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    coarse = rng.uniform([60, 70, 50], [140, 140, 110], (8, 8, 3)).astype(np.uint8)
+    base = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)).astype(np.float32)
+    return np.clip(base + rng.normal(0, 6, (size, size, 1)), 0, 255).astype(np.uint8)
+
+
+def write_fair1m(root: Path, spec: WorldSize, seed: int) -> None:
+    bank = _fair1m_bank(_rng(seed, "fair1m", "textures"))
+    size, cell = 1000, 125  # one object per 125 px cell: objects never overlap
+    train_categories = np.repeat(np.arange(len(FAIR1M_CLASSES)), spec.fair1m_per_category)
+    _rng(seed, "fair1m", "assign").shuffle(train_categories)
+    plans = {("train", k): train_categories[k :: spec.fair1m_train] for k in range(spec.fair1m_train)}
+    for k in range(spec.fair1m_val):
+        plans[("val", k)] = _rng(seed, "fair1m", "val", k).choice(len(FAIR1M_CLASSES), 15, replace=False)
+    for (split, k), categories in plans.items():
+        rng = _rng(seed, "fair1m", split, k)
+        image = _aerial_background(rng, size)
+        class_map = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(class_map)
+        cells = rng.choice((size // cell) ** 2, len(categories), replace=False)
+        xml_objects = []
+        for category, c in zip(categories, cells, strict=True):
+            low, high, ratio = _FAIR1M_SHAPES[SUPER_OF[FAIR1M_CLASSES[category]]]
+            length = rng.uniform(low, high)
+            cx, cy = (c % (size // cell) + 0.5) * cell + rng.uniform(-5, 5), (c // (size // cell) + 0.5) * cell + rng.uniform(-5, 5)
+            corners = _rotated_box(cx, cy, length, length * ratio, rng.uniform(0, np.pi))
+            draw.polygon([tuple(p) for p in corners.tolist()], fill=int(category) + 1)
+            points = "".join(f"\t\t\t\t<point>{x:.6f},{y:.6f}</point>\n" for x, y in np.vstack([corners, corners[:1]]).tolist())
+            xml_objects.append(_FAIR1M_OBJECT.format(name=FAIR1M_CLASSES[category], points=points))
+        owner = np.asarray(class_map)
+        painted = _paint(np.maximum(owner.astype(np.int64) - 1, 0), bank)
+        image = np.where(owner[..., None] > 0, painted, image)
+        split_dir = root / ("train/part1" if split == "train" else "validation")
+        (split_dir / "images").mkdir(parents=True, exist_ok=True)
+        (split_dir / "labelXml").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(split_dir / "images" / f"{k}.tif")
+        xml = _FAIR1M_XML.format(name=k, width=size, height=size, objects="".join(xml_objects))
+        (split_dir / "labelXml" / f"{k}.xml").write_text(xml, encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- videos
+@dataclass
+class _Track:
+    track_id: int
+    category: str
+    texture: np.ndarray
+    start: np.ndarray  # x, y of the box centre at frame 0
+    velocity: np.ndarray  # px per frame
+    size: np.ndarray  # w, h
+    wobble: float  # amplitude of a slow vertical sway
+
+    def box(self, t: int) -> np.ndarray:
+        cx, cy = self.start + self.velocity * t + [0, self.wobble * np.sin(t / 6)]
+        w, h = self.size
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _render(background: np.ndarray, tracks: list[_Track], t: int, pan: int) -> tuple[np.ndarray, list]:
+    """One frame: the background panned by `pan` px and the tracks drawn far to near.
+    Returns the frame and (track, box clipped to the frame, truncated) for visible tracks."""
+    height, width = background.shape[0], background.shape[1] - pan - 1
+    frame = background[:, pan : pan + width].copy()
+    visible = []
+    for track in sorted(tracks, key=lambda tr: tr.box(t)[3]):
+        box = track.box(t)
+        x1, y1, x2, y2 = np.clip(np.rint(box), 0, [width, height, width, height]).astype(int)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            continue
+        reps = (int(np.ceil((y2 - y1) / TEXTURE)), int(np.ceil((x2 - x1) / TEXTURE)), 1)
+        frame[y1:y2, x1:x2] = np.tile(track.texture, reps)[: y2 - y1, : x2 - x1]
+        frame[y1:y2, [x1, x2 - 1]] = 30  # a dark outline, as objects have edges
+        frame[[y1, y2 - 1], x1:x2] = 30
+        truncated = bool((np.rint(box) != [x1, y1, x2, y2]).any())
+        visible.append((track, np.array([x1, y1, x2, y2], dtype=float), truncated))
+    return frame, visible
+
+
+def _tracks(rng: np.random.Generator, categories: list[str], width: int, height: int, first_id: int,
+            base_colours: dict[str, np.ndarray], sizes: dict[str, tuple[float, float]], frames: int) -> list[_Track]:
+    tracks = []
+    for k, category in enumerate(categories):
+        w, h = sizes[category]
+        scale = rng.uniform(0.7, 1.3)
+        start = np.array([rng.uniform(0.1, 0.9) * width, rng.uniform(0.45, 0.85) * height])
+        velocity = rng.uniform(-1, 1, 2) * [0.25 * width / frames, 0.03 * height / frames]
+        texture = _texture(rng, base_colours[category] + rng.uniform(-35, 35, 3), contrast=55)
+        tracks.append(_Track(first_id + k, category, texture, start, velocity, np.array([w, h]) * scale, rng.uniform(0, 6)))
+    return tracks
+
+
+_BDD_SIZES = {"pedestrian": (40, 100), "rider": (45, 105), "car": (170, 110), "truck": (220, 180),
+              "bus": (280, 200), "train": (400, 200), "motorcycle": (70, 70), "bicycle": (60, 65),
+              "other vehicle": (150, 120), "crowd": (200, 120)}
+
+
+def write_bdd100k(root: Path, spec: WorldSize, seed: int) -> None:
+    width, height, pan_speed = 1280, 720, 2
+    rng_colours = _rng(seed, "bdd100k", "colours")
+    colours = {c: _hsv(i / len(_BDD_SIZES), 0.6, 0.8) + rng_colours.uniform(-10, 10, 3) for i, c in enumerate(_BDD_SIZES)}
+    street_bank = _bank(34, _rng(seed, "bdd100k", "textures"))
+    label_dir = root / "labels" / "box_track_20" / "val"
+    label_dir.mkdir(parents=True, exist_ok=True)
+    next_id = 1
+    for v in range(spec.bdd_videos):
+        rng = _rng(seed, "bdd100k", v)
+        video = f"{rng.integers(16**8):08x}-{rng.integers(16**8):08x}"
+        backdrop_w = width + pan_speed * spec.frames + 1
+        background = _paint(_street_labels(rng, height, backdrop_w, objects=False), street_bank)
+        categories = ["car", "car", "car", "pedestrian", "pedestrian", "truck", "bus", "rider", "bicycle", "motorcycle"]
+        tracks = _tracks(rng, categories + ["other vehicle", "crowd"], width, height, next_id, colours, _BDD_SIZES, spec.frames)
+        next_id += len(tracks)
+        frames_json = []
+        image_dir = root / "images" / "track" / "val" / video
+        image_dir.mkdir(parents=True, exist_ok=True)
+        for t in range(spec.frames):
+            frame, visible = _render(background, tracks, t, pan_speed * t)
+            name = f"{video}-{t + 1:07d}.jpg"
+            Image.fromarray(frame).save(image_dir / name, quality=90)
+            labels = [{
+                "id": f"{track.track_id:08d}",
+                "category": "car" if track.category == "crowd" else track.category,
+                "attributes": {"occluded": False, "truncated": truncated, "crowd": track.category == "crowd"},
+                "box2d": {"x1": box[0], "x2": box[2] - 1, "y1": box[1], "y2": box[3] - 1},
+            } for track, box, truncated in visible]
+            frames_json.append({"name": name, "videoName": video, "frameIndex": t, "labels": labels})
+        (label_dir / f"{video}.json").write_text(json.dumps(frames_json))
+
+
+def write_mot17(root: Path, spec: WorldSize, seed: int) -> None:
+    width, height = 960, 540
+    street_bank = _bank(34, _rng(seed, "mot17", "textures"))
+    sizes = {"pedestrian": (40, 110), "static": (40, 105), "car": (160, 100)}
+    for sequence in spec.mot_sequences:
+        rng = _rng(seed, "mot17", sequence)
+        colours = {c: _hsv(rng.random(), 0.6, 0.75) for c in sizes}
+        background = _paint(_street_labels(rng, height, width + 1, objects=False), street_bank)
+        categories = ["pedestrian"] * 7 + ["static", "car"]
+        tracks = _tracks(rng, categories, width, height, 1, colours, sizes, spec.frames)
+        tracks[-2].velocity[:] = 0  # a static person (class 7) and a parked car (class 3)
+        tracks[-1].velocity[:] = 0
+        seq_dir = root / "MOT17" / "train" / sequence
+        (seq_dir / "img1").mkdir(parents=True, exist_ok=True)
+        (seq_dir / "gt").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for t in range(spec.frames):
+            frame, visible = _render(background, tracks, t, 0)
+            Image.fromarray(frame).save(seq_dir / "img1" / f"{t + 1:06d}.jpg", quality=90)
+            for track, box, _ in visible:
+                mot_class, flag = {"pedestrian": (1, 1), "static": (7, 0), "car": (3, 0)}[track.category]
+                if track.track_id == 1 and t >= spec.frames // 2:
+                    flag = 0  # an ignored stretch of a pedestrian track (flag 0 is not ground truth)
+                x, y, w, h = box[0] + 1, box[1] + 1, box[2] - box[0], box[3] - box[1]
+                rows.append((track.track_id, t + 1, f"{t + 1},{track.track_id},{x:g},{y:g},{w:g},{h:g},{flag},{mot_class},1"))
+        rows.sort()  # sorted by id, then frame, like the real files
+        (seq_dir / "gt" / "gt.txt").write_text("".join(r[2] + "\n" for r in rows))
+        (seq_dir / "seqinfo.ini").write_text(
+            f"[Sequence]\nname={sequence}\nimDir=img1\nframeRate=30\nseqLength={spec.frames}\n"
+            f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n\n"
+        )

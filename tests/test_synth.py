@@ -1,0 +1,142 @@
+"""The synthetic world: written in the five native layouts, read by the real readers, with
+structure a model can use (class regions, smooth motion), reproducible from its seed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.data import DATASET_NAMES, check_layout, open_dataset
+from harness.data.synthetic import write_world
+
+
+@pytest.mark.parametrize("name", DATASET_NAMES)
+def test_layout_checks_pass(synthetic_world, name):
+    check_layout(name, synthetic_world / name)
+
+
+def test_cityscapes_world(synthetic_world):
+    train = open_dataset("cityscapes", synthetic_world / "cityscapes", "train")
+    val = open_dataset("cityscapes", synthetic_world / "cityscapes", "val")
+    assert (len(train), len(val)) == (24, 3)
+    assert train.cities == ["aachen", "bochum", "bremen"] and val.cities == ["frankfurt"]
+    sample = val[0]
+    assert sample.image.shape == (1024, 2048, 3) and sample.labels.shape == (1024, 2048)
+    present = set()
+    for s in (train[0], train[9], train[17], sample):
+        present |= set(np.unique(s.labels).tolist())
+    assert 255 in present and len(present - {255}) >= 12  # most train classes, and ignore regions
+
+
+def _pixel_class_accuracy(image, labels):
+    """Nearest-class-mean colour classification of 8x8 blocks: high when classes carry their
+    own appearance."""
+    h, w = labels.shape[0] // 8 * 8, labels.shape[1] // 8 * 8
+    colour = image[:h, :w].reshape(h // 8, 8, w // 8, 8, 3).mean(axis=(1, 3)).reshape(-1, 3)
+    label = labels[:h:8, :w:8].ravel()
+    keep = label != 255
+    colour, label = colour[keep], label[keep]
+    classes = np.unique(label)
+    means = np.stack([colour[label == c].mean(axis=0) for c in classes])
+    predicted = classes[np.argmin(((colour[:, None] - means[None]) ** 2).sum(-1), axis=1)]
+    return (predicted == label).mean()
+
+
+@pytest.mark.parametrize(("name", "split"), [("cityscapes", "val"), ("ade20k", "train")])
+def test_images_carry_class_structure(synthetic_world, name, split):
+    sample = open_dataset(name, synthetic_world / name, split)[1]
+    assert _pixel_class_accuracy(sample.image, sample.labels) > 0.8
+    shuffled = np.random.default_rng(0).permutation(sample.labels.ravel()).reshape(sample.labels.shape)
+    assert _pixel_class_accuracy(sample.image, shuffled) < 0.6  # the check can fail
+
+
+def test_ade20k_world(synthetic_world):
+    train = open_dataset("ade20k", synthetic_world / "ade20k", "train")
+    val = open_dataset("ade20k", synthetic_world / "ade20k", "val")
+    assert (len(train), len(val)) == (20, 8)
+    sizes = {train[i].image.shape for i in range(4)}
+    assert len(sizes) > 1  # sizes vary as in ADE20K
+    labels = train[0].labels
+    assert labels.max() == 255 or labels.max() < 150
+
+
+def test_fair1m_world_has_every_category_and_colliding_names(synthetic_world):
+    train = open_dataset("fair1m", synthetic_world / "fair1m", "train")
+    val = open_dataset("fair1m", synthetic_world / "fair1m", "val")
+    assert "train/0" in train.ids and "val/0" in val.ids  # names restart in validation
+    counts = Counter(o.category for i in range(len(train)) for o in train.label(i).objects)
+    assert set(counts) == set(train.class_names) and min(counts.values()) >= 3
+    sample = train[0]
+    assert sample.image.shape == (1000, 1000, 3)
+    background = np.median(sample.image.reshape(-1, 3), axis=0)
+    for obj in sample.objects[:5]:  # objects are painted where the label says
+        cx, cy = obj.polygon.mean(axis=0).astype(int)
+        assert 0 <= cx < 1000 and 0 <= cy < 1000
+        assert np.abs(sample.image[cy - 1 : cy + 2, cx - 1 : cx + 2].astype(float).mean((0, 1)) - background).max() > 10
+
+
+@pytest.mark.parametrize(("name", "split", "videos"), [("bdd100k_mot", "val", 2), ("mot17", "train", 2)])
+def test_video_worlds_move_smoothly(synthetic_world, name, split, videos):
+    ds = open_dataset(name, synthetic_world / name, split)
+    assert len(ds.videos) == videos and len(ds) == 40 * videos
+    frames = ds.frames_of(ds.videos[0])
+    centres: dict[str, list] = {}
+    for f in frames:
+        for o in f.objects:
+            centres.setdefault(o.track_id, []).append((f.frame_index, (o.box[:2] + o.box[2:]) / 2))
+    assert len(centres) >= 5
+    for track in centres.values():
+        steps = [np.abs(c1 - c0).max() / (t1 - t0) for (t0, c0), (t1, c1) in zip(track, track[1:], strict=False)]
+        assert max(steps, default=0) < 25  # px per frame
+    first = ds[0]
+    assert first.image.dtype == np.uint8 and first.objects
+
+
+def test_bdd_world_drops_crowd_and_distractor_boxes(synthetic_world):
+    import json
+
+    path = next((synthetic_world / "bdd100k_mot/labels/box_track_20/val").glob("*.json"))
+    raw = json.loads(path.read_text())
+    ds = open_dataset("bdd100k_mot", synthetic_world / "bdd100k_mot", "val")
+    kept = sum(len(f.objects) for f in ds.frames_of(path.stem))
+    written = sum(len(f["labels"]) for f in raw)
+    dropped = sum(1 for f in raw for lab in f["labels"] if lab["attributes"]["crowd"] or lab["category"] == "other vehicle")
+    assert dropped > 0 and kept == written - dropped
+    assert {o.category for f in ds.frames_of(path.stem) for o in f.objects} <= set(ds.class_names)
+
+
+def test_mot17_world_gt_follows_the_pedestrian_convention(synthetic_world):
+    ds = open_dataset("mot17", synthetic_world / "mot17", "train")
+    assert ds.videos == ["MOT17-02-FRCNN", "MOT17-04-FRCNN"]
+    frames = ds.frames_of("MOT17-02-FRCNN")
+    rows = [line.split(",") for line in (synthetic_world / "mot17/MOT17/train/MOT17-02-FRCNN/gt/gt.txt").read_text().split()]
+    assert {r[7] for r in rows} == {"1", "3", "7"}
+    expected = sum(1 for r in rows if r[7] == "1" and r[6] != "0")
+    assert sum(len(f.objects) for f in frames) == expected < len(rows)
+    track1 = [f.frame_index for f in frames if any(o.track_id == "1" for o in f.objects)]
+    assert track1 and max(track1) < 20  # its flag-0 second half is not ground truth
+
+
+def _digest(root):
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())).hexdigest()
+
+
+def test_world_is_a_function_of_its_seed(tmp_path):
+    a = write_world(tmp_path / "a", seed=0, names=("fair1m", "mot17"))
+    b = write_world(tmp_path / "b", seed=0, names=("fair1m", "mot17"))
+    c = write_world(tmp_path / "c", seed=1, names=("fair1m",))
+    assert _digest(a / "fair1m") == _digest(b / "fair1m") != _digest(c / "fair1m")
+    assert _digest(a / "mot17") == _digest(b / "mot17")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        write_world(tmp_path / "d", names=("imagenet",))
+
+
+def test_synth_command_writes_readable_datasets(tmp_path):
+    assert main(["synth", "--out", str(tmp_path), "--datasets", "ade20k", "bdd100k_mot"]) == 0
+    assert len(open_dataset("ade20k", tmp_path / "ade20k", "val")) == 8
+    assert len(open_dataset("bdd100k_mot", tmp_path / "bdd100k_mot", "val").videos) == 2
+    assert not (tmp_path / "cityscapes").exists()
