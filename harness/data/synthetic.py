@@ -36,7 +36,7 @@ class WorldSize:
     city_val_per_city: int = 3
     ade_train: int = 20
     ade_val: int = 8
-    fair1m_train: int = 6
+    fair1m_train: int = 8
     fair1m_val: int = 2
     fair1m_per_category: int = 3  # train objects of each fine category
     bdd_videos: int = 2
@@ -227,7 +227,7 @@ def write_ade20k(root: Path, spec: WorldSize, seed: int) -> None:
 
 # ---------------------------------------------------------------------------- FAIR1M
 # long side range (px) and width/length ratio of each supercategory's rotated boxes
-_FAIR1M_SHAPES = {"Airplane": (50, 80, 0.9), "Ship": (40, 90, 0.25), "Vehicle": (14, 24, 0.45),
+_FAIR1M_SHAPES = {"Airplane": (50, 80, 0.9), "Ship": (40, 90, 0.25), "Vehicle": (20, 32, 0.5),
                   "Court": (60, 100, 0.6), "Road": (80, 110, 0.8)}
 _FAIR1M_XML = """<?xml version="1.0" encoding="utf-8"?>
 <annotation>
@@ -288,12 +288,14 @@ def _aerial_background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def write_fair1m(root: Path, spec: WorldSize, seed: int) -> None:
     bank = _fair1m_bank(_rng(seed, "fair1m", "textures"))
-    size, cell = 1000, 125  # one object per 125 px cell: objects never overlap
+    # one object near the centre of a 250 px cell: a 224 px tile centred on any object never
+    # overlaps the tile of another, so every object can have a tile of its own
+    size, cell = 1000, 250
     train_categories = np.repeat(np.arange(len(FAIR1M_CLASSES)), spec.fair1m_per_category)
     _rng(seed, "fair1m", "assign").shuffle(train_categories)
     plans = {("train", k): train_categories[k :: spec.fair1m_train] for k in range(spec.fair1m_train)}
     for k in range(spec.fair1m_val):
-        plans[("val", k)] = _rng(seed, "fair1m", "val", k).choice(len(FAIR1M_CLASSES), 15, replace=False)
+        plans[("val", k)] = _rng(seed, "fair1m", "val", k).choice(len(FAIR1M_CLASSES), 12, replace=False)
     for (split, k), categories in plans.items():
         rng = _rng(seed, "fair1m", split, k)
         image = _aerial_background(rng, size)
