@@ -1,0 +1,26 @@
+"""Probes on frozen patch embeddings: exact k-NN, the linear probe, and their metrics.
+
+Plain functions on numpy arrays ([rows, features] float16/32/64 features, integer labels).
+"""
+
+from harness.probes.knn import MissingClassWarning, knn_predict, knn_search
+from harness.probes.metrics import (
+    confusion_matrix,
+    majority_class_fraction,
+    miou,
+    miou_from_confusion,
+    patch_accuracy,
+    per_image_confusion,
+)
+
+__all__ = [
+    "MissingClassWarning",
+    "confusion_matrix",
+    "knn_predict",
+    "knn_search",
+    "majority_class_fraction",
+    "miou",
+    "miou_from_confusion",
+    "patch_accuracy",
+    "per_image_confusion",
+]

@@ -1,0 +1,465 @@
+"""Exact k-nearest-neighbour search and k-NN classification (squared L2 distance).
+
+"Exact" means: the returned neighbours are the k base rows with the smallest float64
+distance sum((q - b) ** 2) (numpy, evaluated on the input values converted to float64),
+ties broken by the lowest base index. This is what a float64 brute force returns.
+
+How it stays exact while the heavy lifting runs in low precision
+-----------------------------------------------------------------
+Each query goes through a cascade of stages until one can *prove* it found the answer:
+
+1. candidates: a fast, lossy search returns k' > k candidates with approximate distances
+   d~ (bf16 GEMM with float32 accumulation on CPUs with native bf16 dot products; faiss
+   float32 `knn` on other CPUs; faiss-gpu when a GPU is present). The data are centred on
+   the base mean first, which shrinks the norms that the error scales with.
+2. a rigorous error bound E(q) >= |d~ - d| for every base row, from floating-point error
+   analysis of ||q||^2 + ||b||^2 - 2<q, b> (E grows with (||q|| + max ||b||)^2 and the unit
+   roundoff of the stage; see `_Stage`).
+3. exact re-ranking of the candidates in float64 and a proof: let m~ be the k-th smallest
+   d~ among the allowed candidates. The true k-th distance is <= m~ + E, so every true
+   top-k row has d~ <= m~ + 2E. If the k'-th candidate's d~ exceeds m~ + 2E, every row
+   outside the candidate list has d~ > m~ + 2E and cannot be in the top k: the answer is
+   exact. Otherwise (MAE-like data: a few huge dimensions blow up E; or many near-ties)
+   the query falls through to the next, more precise stage. The last stage is float64
+   with a float64 bound that keeps *all* rows within the window, so it always proves.
+   As a guard against a library whose arithmetic is less precise than assumed, the
+   observed |d~ - d| of every re-ranked candidate is checked against E; a violation sends
+   the whole chunk to the next stage (with a warning).
+
+Memory: queries are processed in chunks of `chunk_size` (default 4096): the candidate
+GEMM output is chunk x 8192 at a time, the float64 re-rank gathers at most ~64 MiB, and
+the base is held once in float32 (centred) and once in bf16, so 500k x 500k x 768 needs
+about 2.3 GiB besides the inputs (which may be float16 memmaps).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.probes._validate import as_feature_matrix, as_labels, check_finite
+
+BASE_BLOCK_ROWS = 8192  # bf16 stage: base rows per GEMM block (output chunk x 8192 bf16)
+FP64_BLOCK_ROWS = 16384  # float64 stage: base rows per block
+RERANK_BYTES = 64 * 2**20  # float64 gather budget for one re-rank batch
+DEFAULT_CHUNK = 4096
+PREP_ROWS = 65536  # base rows converted to float64 at a time
+EXTRA_CANDIDATES = 31  # k' = k + 31 (+ the largest excluded group): ~99.7% proven at bf16
+
+
+# How many queries each stage has settled since import (diagnostics for tests/benchmarks).
+STAGE_COUNTS: Counter[str] = Counter()
+
+
+class MissingClassWarning(UserWarning):
+    """A class that should exist has no training example, so it can never be predicted."""
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """bf16 GEMM is only fast (and only then worth it) with avx512_bf16 / AMX dot products."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return torch.backends.mkldnn.is_available() and (
+        "avx512_bf16" in flags or "amx_bf16" in flags
+    )
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+@dataclass
+class _Base:
+    """The base set: caller's rows, their float64 mean, and lazily built search copies."""
+
+    raw: np.ndarray  # the caller's array (any float dtype, may be a memmap)
+    mean: np.ndarray  # float64 [D]
+    max_norm: float  # max ||b - mean|| (float64), rounded up
+    groups: np.ndarray | None
+    _f32: np.ndarray | None = None
+    _bf16_aug: torch.Tensor | None = None
+
+    @classmethod
+    def prepare(cls, raw: np.ndarray, groups: np.ndarray | None, with_bf16: bool) -> _Base:
+        """Mean in one pass; the max centred norm (and the bf16 copy) in a second."""
+        mean = np.zeros(raw.shape[1], dtype=np.float64)
+        for s in range(0, raw.shape[0], PREP_ROWS):
+            mean += np.asarray(raw[s : s + PREP_ROWS], dtype=np.float64).sum(0)
+        base = cls(raw=raw, mean=mean / raw.shape[0], max_norm=0.0, groups=groups)
+        dim = raw.shape[1]
+        if with_bf16:
+            base._bf16_aug = torch.zeros((base.n, -(-(dim + 1) // 32) * 32), dtype=torch.bfloat16)
+        max_norm2 = 0.0
+        for s in range(0, base.n, PREP_ROWS):
+            block = base.centred64(s, s + PREP_ROWS)
+            norms2 = np.einsum("ij,ij->i", block, block)
+            max_norm2 = max(max_norm2, float(norms2.max()))
+            if with_bf16:
+                # Rows (b, -||b||^2/2, 0...): a GEMM with (q, 1, 0...) gives <q,b> - ||b||^2/2.
+                # The width is rounded up to a multiple of 32: oneDNN's bf16 GEMM is several
+                # times slower on odd widths, and zero columns add nothing to the sums.
+                base._bf16_aug[s : s + PREP_ROWS, :dim] = torch.from_numpy(block)
+                base._bf16_aug[s : s + PREP_ROWS, dim] = torch.from_numpy(-0.5 * norms2)
+        base.max_norm = float(np.sqrt(max_norm2)) * (1 + 1e-9)
+        return base
+
+    @property
+    def n(self) -> int:
+        return self.raw.shape[0]
+
+    def centred64(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.raw[start:stop], dtype=np.float64) - self.mean
+
+    def f32(self) -> np.ndarray:
+        if self._f32 is None:
+            out = np.empty(self.raw.shape, dtype=np.float32)
+            for s in range(0, self.n, PREP_ROWS):
+                out[s : s + PREP_ROWS] = self.centred64(s, s + PREP_ROWS)
+            self._f32 = out
+        return self._f32
+
+    def bf16_aug(self) -> torch.Tensor:
+        assert self._bf16_aug is not None, "prepare(with_bf16=True) builds the bf16 copy"
+        return self._bf16_aug
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """A candidate generator and a rigorous bound on the error of its distances.
+
+    `bound(qnorm, B)` bounds |d~ - d| for a centred query of norm qnorm against every base
+    row (all of norm <= B), with u the unit roundoff and gamma_n = n u / (1 - n u):
+    - float32 (faiss, d~ = ||q||^2 + ||b||^2 - 2<q,b>): norms and the dot product carry at
+      most gamma_D relative to ||q||^2, ||b||^2, ||q||*||b||; the two additions and the
+      rounding of the inputs to float32 add 4u: (D + 12) u (||q|| + B)^2, with a 1% margin.
+    - bf16 (score = <q,b> - ||b||^2/2 from one GEMM of (q, 1) and (b, -||b||^2/2), exact
+      bf16 products, float32 accumulation, bf16 output; d~ = ||q||^2 - 2 score):
+      rounding q and b costs 2u_b ||q|| B, rounding the last column u_b B^2/2, the float32
+      sum gamma_(D+1) (||q|| B + B^2/2) and the output u_b (||q|| B + B^2/2); doubled for
+      the factor 2 in d~, with u_b = 2^-9 (plus double rounding via float32) and margins.
+    """
+
+    name: str
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    bound: Callable[[np.ndarray, float], np.ndarray]
+
+
+def _float32_bound(dim: int) -> Callable[[np.ndarray, float], np.ndarray]:
+    rel = (dim + 12) * 2.0**-24 * 1.01
+    return lambda qnorm, b: rel * (qnorm + b) ** 2
+
+
+def _bf16_bound(dim: int) -> Callable[[np.ndarray, float], np.ndarray]:
+    u_b = 2.0**-9 * (1 + 2.0**-14)
+    gamma = (dim + 13) * 2.0**-24 * 1.01
+    return lambda qnorm, b: 2 * (
+        (3.02 * u_b + 1.01 * gamma) * qnorm * b + (2.02 * u_b + 1.01 * gamma) * b * b / 2
+    )
+
+
+def _bf16_search(base: _Base) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    def search(q_centred: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        b_aug = base.bf16_aug()
+        dim = q_centred.shape[1]
+        q_aug = torch.zeros((len(q_centred), b_aug.shape[1]), dtype=torch.bfloat16)
+        q_aug[:, :dim] = torch.from_numpy(q_centred)
+        q_aug[:, dim] = 1.0
+        values, indices = [], []
+        for s in range(0, base.n, BASE_BLOCK_ROWS):
+            scores = q_aug @ b_aug[s : s + BASE_BLOCK_ROWS].T  # <q,b> - ||b||^2/2, larger = nearer
+            v, i = torch.topk(scores, min(kk, scores.shape[1]), dim=1)
+            values.append(v.float())
+            indices.append(i + s)
+        v, pos = torch.topk(torch.cat(values, 1), kk, dim=1)
+        idx = torch.gather(torch.cat(indices, 1), 1, pos)
+        qn = np.einsum("ij,ij->i", q_centred, q_centred)
+        return qn[:, None] - 2.0 * v.double().numpy(), idx.numpy()
+
+    return search
+
+
+def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    import faiss
+
+    resources = faiss.StandardGpuResources() if gpu else None
+
+    def search(q_centred: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        q32 = np.ascontiguousarray(q_centred, dtype=np.float32)
+        if gpu:
+            dist, idx = faiss.knn_gpu(resources, q32, base.f32(), kk)
+        else:
+            dist, idx = faiss.knn(q32, base.f32(), kk)
+        return dist.astype(np.float64), idx.astype(np.int64)
+
+    return search
+
+
+def _use_bf16() -> bool:
+    return _faiss_gpus() == 0 and _cpu_has_native_bf16()
+
+
+def _stages(base: _Base, dim: int) -> list[_Stage]:
+    if _faiss_gpus() > 0:
+        return [_Stage("faiss-gpu-float32", _faiss_search(base, gpu=True), _float32_bound(dim))]
+    stages = []
+    if base._bf16_aug is not None:
+        stages.append(_Stage("bf16", _bf16_search(base), _bf16_bound(dim)))
+    stages.append(_Stage("faiss-float32", _faiss_search(base, gpu=False), _float32_bound(dim)))
+    return stages
+
+
+def _exact_distances(query_raw: np.ndarray, base: _Base, cand: np.ndarray) -> np.ndarray:
+    """float64 sum((q - b)^2) for candidates cand [n, kk], in batches under RERANK_BYTES."""
+    n, kk = cand.shape
+    dim = base.raw.shape[1]
+    out = np.empty((n, kk), dtype=np.float64)
+    step = max(1, RERANK_BYTES // (kk * dim * 8))
+    for s in range(0, n, step):
+        c = cand[s : s + step]
+        flat = c.reshape(-1)
+        order = np.argsort(flat, kind="stable")  # sorted gathers are memmap friendly
+        rows = np.empty((flat.size, dim), dtype=np.float64)
+        rows[order] = base.raw[flat[order]]
+        rows = rows.reshape(*c.shape, dim)
+        q = np.asarray(query_raw[s : s + step], dtype=np.float64)
+        out[s : s + step] = ((q[:, None, :] - rows) ** 2).sum(-1)
+    return out
+
+
+def _top_k_exact(dist: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k smallest (distance, index) pairs in lexicographic order."""
+    order = np.lexsort((cand, dist), axis=-1)
+    d = np.take_along_axis(dist, order, -1)[:, :k]
+    i = np.take_along_axis(cand, order, -1)[:, :k]
+    return d, i
+
+
+def _excluded(base: _Base, query_groups: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
+    if base.groups is None or query_groups is None:
+        return np.zeros(cand.shape, dtype=bool)
+    return base.groups[cand] == query_groups[:, None]
+
+
+def _run_stage(
+    stage: _Stage,
+    base: _Base,
+    query_raw: np.ndarray,
+    query_centred: np.ndarray,
+    query_groups: np.ndarray | None,
+    k: int,
+    kk: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates + exact re-rank; returns (dist [n,k], idx [n,k], proven [n])."""
+    approx, cand = stage.search(query_centred, kk)
+    exact = _exact_distances(query_raw, base, cand)
+    qnorm = np.sqrt(np.einsum("ij,ij->i", query_centred, query_centred))
+    bound = stage.bound(qnorm, base.max_norm)
+    if np.any(np.abs(approx - exact) > bound[:, None]):
+        warnings.warn(
+            f"k-NN stage {stage.name} exceeded its error bound; retrying more precisely",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        n = len(query_raw)
+        return np.empty((n, k)), np.empty((n, k), dtype=np.int64), np.zeros(n, dtype=bool)
+    excluded = _excluded(base, query_groups, cand)
+    exact = np.where(excluded, np.inf, exact)
+    dist, idx = _top_k_exact(exact, cand, k)
+    # k-th smallest approximate distance among allowed candidates (approx is ascending).
+    allowed_approx = np.where(excluded, np.inf, approx)
+    kth = np.sort(allowed_approx, axis=1)[:, k - 1]
+    proven = approx.max(axis=1) > kth + 2 * bound
+    if kk >= base.n:  # every base row was a candidate
+        proven[:] = np.isfinite(kth)
+    return dist, idx, proven
+
+
+def _float64_search(
+    base: _Base,
+    query_raw: np.ndarray,
+    query_centred: np.ndarray,
+    query_groups: np.ndarray | None,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Always-exact last stage: float64 GEMM distances, keep every row within the bound."""
+    n, dim = query_centred.shape
+    qn2 = np.einsum("ij,ij->i", query_centred, query_centred)
+    bound = (dim + 12) * 2.0**-53 * 1.01 * (np.sqrt(qn2) + base.max_norm) ** 2
+    running = np.full((n, k), np.inf)  # k smallest approximate distances so far
+    pairs_q, pairs_b = [], []
+    for s in range(0, base.n, FP64_BLOCK_ROWS):
+        b = base.centred64(s, s + FP64_BLOCK_ROWS)
+        approx = qn2[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * (query_centred @ b.T)
+        if base.groups is not None and query_groups is not None:
+            approx[base.groups[s : s + len(b)][None, :] == query_groups[:, None]] = np.inf
+        block_k = min(k, approx.shape[1])
+        block_smallest = np.partition(approx, block_k - 1, axis=1)[:, :block_k]
+        running = np.sort(np.concatenate([running, block_smallest], axis=1), axis=1)[:, :k]
+        # The threshold only shrinks, so rows kept from earlier blocks are a superset of
+        # those within the final window; the exact re-rank sorts them out.
+        threshold = running[:, k - 1] + 2 * bound
+        qi, bi = np.nonzero((approx <= threshold[:, None]) & np.isfinite(approx))
+        pairs_q.append(qi)
+        pairs_b.append(bi + s)
+    qi, bi = np.concatenate(pairs_q), np.concatenate(pairs_b)
+    order = np.lexsort((bi, qi))
+    qi, bi = qi[order], bi[order]
+    diff = np.asarray(query_raw, dtype=np.float64)[qi] - np.asarray(base.raw[bi], dtype=np.float64)
+    d = (diff**2).sum(-1)
+    dist = np.full((n, k), np.inf)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    starts = np.searchsorted(qi, np.arange(n + 1))
+    for q in range(n):
+        lo, hi = starts[q], starts[q + 1]
+        top_d, top_i = _top_k_exact(d[None, lo:hi], bi[None, lo:hi], k)
+        dist[q, : top_d.shape[1]] = top_d[0]
+        idx[q, : top_i.shape[1]] = top_i[0]
+    return dist, idx
+
+
+def _check_exclude(
+    exclude, n_base: int, n_query: int, k: int
+) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """Validated (base_groups, query_groups, size of the largest base group)."""
+    if exclude is None:
+        return None, None, 0
+    if not (isinstance(exclude, tuple | list) and len(exclude) == 2):
+        raise ValueError("exclude must be a pair (base_groups [N_base], query_groups [N_query])")
+    base_groups, query_groups = (np.asarray(g).reshape(-1) for g in exclude)
+    for name, g, n in (("base_groups", base_groups, n_base), ("query_groups", query_groups, n_query)):
+        if not np.issubdtype(g.dtype, np.integer):
+            raise ValueError(f"exclude {name} must be integers, got dtype {g.dtype}")
+        if g.size != n:
+            raise ValueError(f"exclude {name} must have one entry per row ({n}), got {g.size}")
+    groups, counts = np.unique(base_groups, return_counts=True)
+    query_group_sizes = np.zeros(n_query, dtype=np.int64)
+    pos = np.searchsorted(groups, query_groups)
+    found = (pos < len(groups)) & (groups[np.minimum(pos, len(groups) - 1)] == query_groups)
+    query_group_sizes[found] = counts[pos[found]]
+    if np.any(n_base - query_group_sizes < k):
+        bad = int(np.argmax(n_base - query_group_sizes < k))
+        raise ValueError(
+            f"query {bad} (group {query_groups[bad]}) has fewer than k={k} base rows outside its group"
+        )
+    return base_groups, query_groups, int(counts.max())
+
+
+def knn_search(
+    base_x,
+    query_x,
+    k: int = 1,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest base rows of every query row under squared L2 distance.
+
+    base_x [N, D] and query_x [M, D]: float16/32/64 arrays (memmaps welcome). exclude:
+    optional pair (base_groups [N] ints, query_groups [M] ints); query j may not return a
+    base row i with base_groups[i] == query_groups[j] (e.g. the query's source image).
+    Returns (distances [M, k] float64 squared L2, indices [M, k] int64), nearest first,
+    ties broken by the lowest base index. See the module docstring for why it is exact.
+    """
+    base_x = as_feature_matrix("base_x", base_x)
+    query_x = as_feature_matrix("query_x", query_x)
+    if base_x.shape[0] == 0:
+        raise ValueError("base_x is empty: the base (train) set needs at least one row")
+    if base_x.shape[1] != query_x.shape[1]:
+        raise ValueError(
+            f"base_x and query_x must have the same width, got {base_x.shape[1]} and {query_x.shape[1]}"
+        )
+    if not (isinstance(k, int | np.integer) and 1 <= k <= base_x.shape[0]):
+        raise ValueError(f"k must be an integer in [1, {base_x.shape[0]}] (base rows), got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_finite("base_x", base_x)
+    check_finite("query_x", query_x)
+    base_groups, query_groups, largest_group = _check_exclude(
+        exclude, base_x.shape[0], query_x.shape[0], k
+    )
+    n_query, dim = query_x.shape
+    distances = np.empty((n_query, k), dtype=np.float64)
+    indices = np.empty((n_query, k), dtype=np.int64)
+    if n_query == 0:
+        return distances, indices
+
+    base = _Base.prepare(base_x, base_groups, with_bf16=_use_bf16())
+    kk = min(base.n, k + EXTRA_CANDIDATES + largest_group)
+    stages = _stages(base, dim)
+    for s in range(0, n_query, chunk_size):
+        q_raw = np.asarray(query_x[s : s + chunk_size])
+        q_centred = np.asarray(q_raw, dtype=np.float64) - base.mean
+        q_groups = None if query_groups is None else query_groups[s : s + chunk_size]
+        todo = np.arange(len(q_raw))
+        for stage in stages:
+            if todo.size == 0:
+                break
+            g = None if q_groups is None else q_groups[todo]
+            d, i, proven = _run_stage(stage, base, q_raw[todo], q_centred[todo], g, k, kk)
+            done = todo[proven]
+            STAGE_COUNTS[stage.name] += done.size
+            distances[s + done], indices[s + done] = d[proven], i[proven]
+            todo = todo[~proven]
+        if todo.size:
+            g = None if q_groups is None else q_groups[todo]
+            d, i = _float64_search(base, q_raw[todo], q_centred[todo], g, k)
+            distances[s + todo], indices[s + todo] = d, i
+            STAGE_COUNTS["float64"] += todo.size
+    return distances, indices
+
+
+def knn_predict(
+    train_x,
+    train_y,
+    query_x,
+    k: int = 1,
+    *,
+    num_classes: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> np.ndarray:
+    """Labels of query rows by k-NN on train rows (squared L2, exact, see `knn_search`).
+
+    k = 1: the label of the nearest train row. k > 1: majority vote; a tie between labels
+    goes to the tied label whose first member is nearest (lowest rank), which is
+    deterministic because the neighbours themselves are. If `num_classes` is given, classes
+    in range(num_classes) with no train row trigger a MissingClassWarning (they can never be
+    predicted; in few-shot subsets this can be legitimate, so it is not an error).
+    """
+    train_x = as_feature_matrix("train_x", train_x)
+    train_y = as_labels("train_y", train_y, train_x.shape[0])
+    if num_classes is not None:
+        missing = np.setdiff1d(np.arange(num_classes), train_y)
+        if missing.size:
+            warnings.warn(
+                f"classes {missing.tolist()} have no train rows and can never be predicted",
+                MissingClassWarning,
+                stacklevel=2,
+            )
+    _, idx = knn_search(train_x, query_x, k=k, chunk_size=chunk_size)
+    labels = train_y[idx]
+    if k == 1:
+        return labels[:, 0]
+    return _majority_vote(labels)
+
+
+def _majority_vote(labels: np.ndarray) -> np.ndarray:
+    """Row-wise most frequent label; ties go to the label that appears first (nearest)."""
+    n, k = labels.shape
+    same = labels[:, :, None] == labels[:, None, :]  # [n, k, k]
+    votes = same.sum(-1)  # how many neighbours share the label at each rank
+    first_rank = np.argmax(same, axis=-1)  # rank of that label's nearest member
+    # Highest vote wins; among equal votes the smallest first_rank (nearest) wins.
+    score = votes * (k + 1) - first_rank
+    return labels[np.arange(n), np.argmax(score, axis=1)]
