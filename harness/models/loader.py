@@ -31,6 +31,24 @@ def build_module(spec: ModelSpec, *, smoke: bool = False) -> torch.nn.Module:
     return family.build(spec, embed_dim=spec.embed_dim, num_heads=spec.num_heads)
 
 
+def _empty_module(spec: ModelSpec) -> torch.nn.Module:
+    """The architecture without timm's (slow, soon overwritten) random initialisation:
+    built on the meta device, given uninitialised CPU storage, with the buffers that are
+    not in a state dict (BEiT's position index and zero k-bias) recomputed."""
+    with torch.device("meta"):
+        module = build_module(spec)
+    module.to_empty(device="cpu")
+    persistent = set(module.state_dict())
+    for prefix, sub in module.named_modules():
+        own = [n for n, _ in sub.named_buffers(recurse=False)
+               if f"{prefix}.{n}".lstrip(".") not in persistent]
+        if own:
+            if not hasattr(sub, "init_non_persistent_buffers"):
+                return build_module(spec)  # cannot rebuild these buffers: take the slow path
+            sub.init_non_persistent_buffers()
+    return module
+
+
 def load(
     name: str,
     weights: str | os.PathLike | None = None,
@@ -65,7 +83,7 @@ def load(
     else:
         source = resolve(spec, weights, cache_dir)
         state = convert(read_checkpoint(source.path), spec.checkpoint, str(source.path))
-        module = build_module(spec)
+        module = _empty_module(spec)
         load_strict(module, state, source.weights_id)
         weights_id, digest = source.weights_id, source.digest
 
