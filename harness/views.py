@@ -452,6 +452,11 @@ class VideoFrameView:
                 self._source_size[video] = (im.height, im.width)
         return self._source_size[video]
 
+    def grid_boxes(self, patch_size: int) -> list[np.ndarray]:
+        """Boxes of each frame on the patch grid (pixels / patch_size), as ROIAlign with
+        spatial_scale=1 takes them on a [H/p, W/p] feature map."""
+        return [objects.boxes / patch_size for objects in self.frame_objects()]
+
     def frame_objects(self) -> list[FrameObjects]:
         track_number: dict[tuple[str, str], int] = {}
         height, width = self.size

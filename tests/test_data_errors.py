@@ -71,6 +71,19 @@ def test_empty_split_is_an_error_naming_the_split_folder(tmp_path):
         open_dataset("cityscapes", tmp_path, "val")
 
 
+@pytest.mark.parametrize(("name", "split", "folders"), [
+    ("ade20k", "val", ["ADEChallengeData2016/images/validation", "ADEChallengeData2016/annotations/validation"]),
+    ("fair1m", "train", ["train/part1/labelXml", "train/part1/images"]),
+    ("bdd100k_mot", "val", ["labels/box_track_20/val", "images/track/val"]),
+    ("mot17", "train", ["MOT17/train"]),
+])
+def test_empty_split_of_every_dataset(tmp_path, name, split, folders):
+    for folder in folders:
+        (tmp_path / folder).mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match=f"empty split '{split}'"):
+        open_dataset(name, tmp_path, split)
+
+
 def test_missing_label_file_is_named(tmp_path):
     _cityscapes(tmp_path)
     (tmp_path / "gtFine/train/ulm/ulm_000000_000001_gtFine_labelIds.png").unlink()

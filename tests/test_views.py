@@ -283,3 +283,4 @@ def test_video_frame_view_scales_boxes_and_numbers_tracks(tmp_path):
     np.testing.assert_allclose(boxes[1], [1270 * 560 / 1280, 700 * 336 / 720, 560, 336], rtol=1e-5)
     assert objects[0].track_ids.tolist() == objects[2].track_ids.tolist() == [0, 1]
     assert objects[3].track_ids.tolist() == [2, 3]  # same track name in another video: another track
+    np.testing.assert_allclose(view.grid_boxes(14)[1][0], np.array([56, 33.6, 168, 67.2]) / 14, rtol=1e-5)

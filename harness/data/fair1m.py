@@ -11,6 +11,7 @@ File names restart at 0 in validation, so a sample id is "<split>/<n>" (split = 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .common import DatasetFormatError, DatasetLayoutError, read_rgb, require_di
 
 NAME = "fair1m"
 SPLIT_DIRS = {"train": "train", "val": "validation"}
+LABEL_CACHE_SIZE = 1024
 
 # Supercategory -> fine categories, exact strings of the real XML <name> fields.
 SUPERCATEGORIES = {
@@ -128,7 +130,8 @@ class Fair1mDataset(Sequence):
         self.split = _canonical_split(split)
         self._entries = _scan(self.root, self.split)
         self._index = {e.id: i for i, e in enumerate(self._entries)}
-        self._labels: dict[int, Fair1mLabel] = {}  # parsed XML is small; images are not kept
+        # the last parsed label files (a full split holds ~1M objects: too many to keep all)
+        self._labels: OrderedDict[int, Fair1mLabel] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -151,8 +154,12 @@ class Fair1mDataset(Sequence):
         return read_rgb(e.image_path)
 
     def label(self, i: int) -> Fair1mLabel:
-        if i not in self._labels:
+        if i in self._labels:
+            self._labels.move_to_end(i)
+        else:
             self._labels[i] = parse_label_xml(self._entries[i].label_path)
+            if len(self._labels) > LABEL_CACHE_SIZE:
+                self._labels.popitem(last=False)
         return self._labels[i]
 
     @property

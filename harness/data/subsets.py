@@ -91,12 +91,13 @@ def fair1m_ids(ds, per_category: int = 8, seed: int | None = None, out: int = 22
     tiles per fine category (296 for 37 x 8; the paper has 295), each centred on an object of
     its category. Rare categories choose first; a tile never overlaps another chosen tile of
     the same image, so each object instance belongs to one tile only, as in the paper."""
-    candidates: dict[int, list[tuple[int, int]]] = defaultdict(list)  # category -> (sample, object)
-    labels = [ds.label(i) for i in range(len(ds))]
-    for i, label in enumerate(labels):
-        for j, obj in enumerate(label.objects):
-            candidates[obj.fine_index].append((i, j))
-    chosen: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # sample -> tile origins
+    # one pass over the label files, keeping only each object's centre (not the labels)
+    candidates: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # category -> (sample, y0, x0)
+    for i in range(len(ds)):
+        label = ds.label(i)
+        for obj in label.objects:
+            candidates[obj.fine_index].append((i, *_centred_origin(label, obj.polygon, out)))
+    chosen: dict[int, list[tuple[int, int]]] = defaultdict(list)  # sample -> chosen tile origins
     tiles: dict[int, list[str]] = {}
     for category in sorted(range(ds.num_classes), key=lambda c: (len(candidates[c]), c)):
         pool = candidates[category]
@@ -104,11 +105,10 @@ def fair1m_ids(ds, per_category: int = 8, seed: int | None = None, out: int = 22
         for k in _rng(seed, ds.name, ds.split, ds.class_names[category]).permutation(len(pool)):
             if len(tiles[category]) == per_category:
                 break
-            i, j = pool[k]
-            y0, x0 = _centred_origin(labels[i], labels[i].objects[j].polygon, out)
-            if any(abs(y0 - y) < out and abs(x0 - x) < out for y, x, _ in chosen[i]):
+            i, y0, x0 = pool[k]
+            if any(abs(y0 - y) < out and abs(x0 - x) < out for y, x in chosen[i]):
                 continue
-            chosen[i].append((y0, x0, category))
+            chosen[i].append((y0, x0))
             tiles[category].append(f"{ds.ids[i]}@{y0},{x0}")
     short = [f"{ds.class_names[c]} ({len(v)})" for c, v in tiles.items() if len(v) < per_category]
     notes = [f"fair1m {ds.split}: fewer than {per_category} tiles for {', '.join(short)}"] if short else []
