@@ -368,7 +368,14 @@ class Fair1mTileView:
 
     @property
     def source_index(self) -> np.ndarray:
-        """[N] index of each tile's source FAIR1M image."""
+        """[N] arange: as in the paper, each tile is an image of its own (the unit of 'same
+        image' in retrieval and of the bootstrap); the same tile keeps its index in every
+        transformed copy, since copies share the tile list."""
+        return np.arange(len(self.ids))
+
+    @property
+    def source_image_index(self) -> np.ndarray:
+        """[N] index of the FAIR1M image each tile was cut from."""
         return np.array([self._source_of[s] for s, _, _ in self.tiles])
 
     def instance_map(self, i: int) -> tuple[np.ndarray, list]:

@@ -51,7 +51,8 @@ def test_fair1m_tile_view_patches_lie_on_their_objects(synthetic_world):
     # edge object into a border patch, so the maps agree almost everywhere, not everywhere)
     shifted = Fair1mTileView(ds, tiles, transform="shift", level=2).patch_objects(16)
     assert (shifted["instance"] == objects["instance"]).mean() > 0.95
-    assert len(set(view.source_index.tolist())) == len(set(t.split("@")[0] for t in tiles))
+    np.testing.assert_array_equal(view.source_index, np.arange(len(tiles)))
+    assert len(set(view.source_image_index.tolist())) == len(set(t.split("@")[0] for t in tiles))
 
 
 def test_video_frame_view_on_bdd_and_mot17(synthetic_world):
