@@ -189,15 +189,17 @@ def _view_key(kind: str, dataset, ids: Sequence[str], **params) -> str:
     return f"{kind}-{dataset.name}-{dataset.split}-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
-def _check_corruption(kind: str | None, level) -> None:
+def _check_corruption(kind: str | None, level) -> float | None:
+    """The level as a float, so that 10 and 10.0 name the same view and draw the same noise."""
     if kind is None:
         if level is not None:
             raise ValueError("a corruption level was given without a corruption kind")
-        return
+        return None
     if kind not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {kind!r}; expected one of {CORRUPTIONS}")
     if level is None:
         raise ValueError(f"corruption {kind!r} needs a level, e.g. one of {LEVELS[kind]}")
+    return float(level)
 
 
 # ---------------------------------------------------------------------------- S3: tiles
@@ -212,7 +214,7 @@ class TileView:
     def __init__(self, dataset, sample_ids: Sequence[str], tile: int = 256, out: int = 224,
                  corruption: str | None = None, level: float | None = None, seed: int = 0,
                  resize: tuple[int, int] | None = None):
-        _check_corruption(corruption, level)
+        level = _check_corruption(corruption, level)
         self.dataset, self.sample_ids = dataset, list(sample_ids)
         if not self.sample_ids:
             raise ValueError("a view needs at least one sample id")
@@ -331,7 +333,7 @@ class Fair1mTileView:
 
     def __init__(self, dataset, tile_ids: Sequence[str], out: int = 224, transform: str | None = None,
                  level: float | None = None, seed: int = 0, min_cover: float = 0.25):
-        _check_corruption(transform, level)
+        level = _check_corruption(transform, level)
         if transform == "band_noise":
             raise ValueError("FAIR1M views take 'shift', 'blur' or 'noise'")
         self.dataset, self.ids = dataset, list(tile_ids)

@@ -195,6 +195,7 @@ def test_tile_view_key_and_corruption_before_tiling():
     blurred = TileView(ds, ["val/im0"], corruption="blur", level=20)
     assert clean.key != blurred.key != TileView(ds, ["val/im1"]).key
     assert clean.key == TileView(ds, ["val/im0"]).key
+    assert blurred.key == TileView(ds, ["val/im0"], corruption="blur", level=20.0).key
     # blurring the whole image first mixes pixels across the tile border, unlike blurring a tile
     whole = tile(corrupt(ds.samples["val/im0"].image, "blur", 20), 256, 224)
     np.testing.assert_array_equal(blurred[1], whole[1])
