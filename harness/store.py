@@ -1,7 +1,7 @@
 """The embedding cache: one fp16 memory-mapped .npy per (model + weights digest, view,
 layer) with a JSON sidecar.
 
-Layout: <root>/embeddings/<model>/<entry id>/layer-NN.npy + layer-NN.json, where the entry
+Layout: <root>/<model>/<entry id>/layer-NN.npy + layer-NN.json, where the entry
 id hashes everything that changes the numbers except the layer (model name, weights
 digest, view key, image size, dtype, harness version); the layer is in the file name and
 the full key, layer included, is repeated in the JSON and checked on every read.
@@ -86,6 +86,13 @@ class EntryCorrupt(Exception):
     """Internal: why a stored layer cannot be used."""
 
 
+def default_store(cache_dir: str | os.PathLike | None = None) -> EmbeddingStore:
+    """The store under the harness cache (--cache-dir, $VITCLAIMS_CACHE, ~/.cache/...)."""
+    from harness import config
+
+    return EmbeddingStore(config.cache_dir(cache_dir) / "embeddings")
+
+
 class EmbeddingStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()
@@ -95,14 +102,14 @@ class EmbeddingStore:
 
     # -- paths -------------------------------------------------------------------------
     def entry_dir(self, key: EntryKey) -> Path:
-        return self.root / "embeddings" / _safe(key.model) / key.entry_id
+        return self.root / _safe(key.model) / key.entry_id
 
     def layer_paths(self, key: EntryKey, layer: int) -> tuple[Path, Path]:
         folder = self.entry_dir(key)
         return folder / f"layer-{layer:02d}.npy", folder / f"layer-{layer:02d}.json"
 
     def lock_path(self, key: EntryKey) -> Path:
-        return self.root / "locks" / f"{key.entry_id}.lock"
+        return self.root / ".locks" / f"{key.entry_id}.lock"
 
     @property
     def builds_log(self) -> Path:

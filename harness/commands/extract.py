@@ -1,0 +1,120 @@
+"""`harness extract --model M --dataset D`: fill the embedding cache ahead of a claims run.
+
+The views are the ones the claims read (harness.data.subsets with the chosen profile's
+sizes, harness.views), so their store entries are the ones a later `pytest claims/` finds.
+`--dataset synthetic-<name>` extracts from the synthetic world (written on first use under
+<cache-dir>/synthetic-world/) and needs no download; with `--random-init --smoke` it also
+needs no weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from harness import config
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="extract per-layer patch embeddings of a dataset's claim views into the cache",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="registry name (see `harness models`)")
+    parser.add_argument("--dataset", required=True,
+                        help="cityscapes, ade20k, fair1m, bdd100k_mot, mot17, or synthetic-<one of these>")
+    parser.add_argument("--split", action="append", help="split(s) to extract (default: the ones the claims read)")
+    parser.add_argument("--layers", type=int, nargs="+", help="block outputs 1..12 (default all)")
+    parser.add_argument("--weights", help="checkpoint file or hub id instead of the default source")
+    parser.add_argument("--random-init", action="store_true", help="untrained model (seeded)")
+    parser.add_argument("--smoke", action="store_true", help="with --random-init: small width-64 model")
+    parser.add_argument("--profile", default="paper", help="subset sizes: paper (default) or smoke")
+    parser.add_argument("--limit", type=int, help="only the first N source images/videos of each view")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: chosen to fit)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--cache-dir", help="harness cache (default $VITCLAIMS_CACHE or ~/.cache/vit-local-claims)")
+    parser.add_argument("--data-root", help="folder holding one folder per dataset (default $VITCLAIMS_DATA)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
+    """(dataset name, its folder): a real dataset under the data root, or the synthetic world."""
+    from harness import data
+
+    if dataset.startswith("synthetic-"):
+        from filelock import FileLock
+
+        from harness.data import synthetic
+
+        name = dataset.removeprefix("synthetic-")
+        world = config.cache_dir(cache_dir) / "synthetic-world" / f"seed{config.ROOT_SEED}"
+        world.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(world) + ".lock"):  # same place and marker as the claims fixtures
+            if not (world / ".complete").exists():
+                synthetic.write_world(world, seed=config.ROOT_SEED)
+                (world / ".complete").write_text("ok\n")
+    else:
+        name, root = dataset, config.data_root(data_root)
+        if root is None:
+            raise SystemExit(f"no data root: pass --data-root or set ${config.DATA_ENV} to the folder "
+                             f"holding '{name}/'. {data.HOW_TO_GET.get(name, '')}")
+        world = root
+    if name not in data.DATASET_NAMES:
+        raise SystemExit(f"unknown dataset {dataset!r}; expected one of {', '.join(data.DATASET_NAMES)} "
+                         "or synthetic-<name>")
+    data.check_layout(name, world / name)
+    return name, world / name
+
+
+def claim_views(name: str, root: Path, splits, profile, limit: int | None) -> list:
+    """The views the claims extract from one dataset, as in fixtures/views.py."""
+    from harness import data, views
+    from harness.data import subsets
+
+    def first(ids):
+        return list(ids)[:limit] if limit else list(ids)
+
+    result = []
+    for split in splits or data.DEFAULT_SPLITS[name]:
+        ds = data.open_dataset(name, root, split)
+        if name == "cityscapes":
+            ids = (subsets.cityscapes_train_ids(ds, per_city=max(profile.cityscapes_train_per_city))
+                   if split == "train" else subsets.cityscapes_val_ids(ds, per_city=profile.cityscapes_val_per_city))
+            result.append(views.TileView(ds, first(ids)))
+        elif name == "ade20k":
+            ids = (subsets.ade20k_train_ids(ds, per_class=profile.ade20k_train_per_class)
+                   if split == "train" else subsets.ade20k_val_ids(ds, n=profile.ade20k_val_images))
+            result.append(views.TileView(ds, first(ids), tile=224, out=224, resize=(448, 672)))
+        elif name == "fair1m":
+            ids = subsets.fair1m_ids(ds, per_category=profile.fair1m_per_category)
+            result.append(views.Fair1mTileView(ds, first(ids)))
+        else:
+            result.append(views.VideoFrameView(ds, first(subsets.video_ids(ds, n=profile.video_count))))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.extract import embeddings
+    from harness.models import load
+    from harness.profiles import PROFILES
+    from harness.store import default_store
+
+    if args.profile not in PROFILES:
+        raise SystemExit(f"unknown profile {args.profile!r}; expected one of {', '.join(PROFILES)}")
+    backbone = load(args.model, weights=args.weights, device=args.device,
+                    random_init=args.random_init, smoke=args.smoke, cache_dir=args.cache_dir)
+    name, root = dataset_root(args.dataset, args.data_root, args.cache_dir)
+    store = default_store(args.cache_dir)
+    print(f"{backbone!r}\nstore {store.root}")
+    for view in claim_views(name, root, args.split, PROFILES[args.profile], args.limit):
+        started = time.perf_counter()
+        arrays = embeddings(backbone, view, store, layers=args.layers, batch_size=args.batch_size,
+                            progress=not args.quiet)
+        first = next(iter(arrays.values()))
+        print(f"{view.key}: {len(view)} images -> layers {sorted(arrays)} of {tuple(first.shape)} "
+              f"float16 ({time.perf_counter() - started:.1f} s)")
+    return 0
