@@ -174,3 +174,12 @@ def test_gt_txt_pedestrian_convention(tmp_path):
     frames = open_dataset("mot17", tmp_path, "train").frames_of("MOT17-02-FRCNN")
     assert [[o.track_id for o in f.objects] for f in frames] == [["1"], ["1"]]  # flag 0 and class 7 dropped
     np.testing.assert_array_equal(frames[1].objects[0].box, [10, 9, 15, 18])
+
+
+def test_errors_survive_pickling_between_processes():
+    import pickle
+
+    layout = pickle.loads(pickle.dumps(DatasetLayoutError("mot17", "/data/mot17", "gone")))
+    assert isinstance(layout, FileNotFoundError) and str(layout).startswith("gone: expected /data/mot17")
+    fmt = pickle.loads(pickle.dumps(DatasetFormatError("/data/x.xml", "bad polygon")))
+    assert str(fmt) == "/data/x.xml: bad polygon"

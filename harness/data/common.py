@@ -55,13 +55,27 @@ class DatasetLayoutError(FileNotFoundError, ValueError):
     def __str__(self) -> str:  # FileNotFoundError would otherwise print only errno-style args
         return self.args[0]
 
+    def __reduce__(self):  # picklable across worker processes despite the 3-argument __init__
+        return _rebuild_layout_error, (self.dataset, str(self.expected), self.args[0])
+
+
+def _rebuild_layout_error(name: str, expected: str, message: str) -> DatasetLayoutError:
+    err = DatasetLayoutError.__new__(DatasetLayoutError)
+    Exception.__init__(err, message)
+    err.dataset, err.expected = name, Path(expected)
+    return err
+
 
 class DatasetFormatError(ValueError):
     """A file of the dataset exists but its content is not what the format says."""
 
     def __init__(self, path: os.PathLike | str, problem: str):
         self.path = Path(path)
+        self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return DatasetFormatError, (str(self.path), self.problem)
 
 
 def require_dir(name: str, path: Path, what: str) -> Path:
