@@ -45,12 +45,15 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
     """(dataset name, its folder): a real dataset under the data root, or the synthetic world."""
     from harness import data
 
+    name = dataset.removeprefix("synthetic-")
+    if name not in data.DATASET_NAMES:
+        raise SystemExit(f"unknown dataset {dataset!r}; expected one of {', '.join(data.DATASET_NAMES)} "
+                         "or synthetic-<name>")
     if dataset.startswith("synthetic-"):
         from filelock import FileLock
 
         from harness.data import synthetic
 
-        name = dataset.removeprefix("synthetic-")
         world = config.cache_dir(cache_dir) / "synthetic-world" / f"seed{config.ROOT_SEED}"
         world.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(world) + ".lock"):  # same place and marker as the claims fixtures
@@ -58,14 +61,11 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
                 synthetic.write_world(world, seed=config.ROOT_SEED)
                 (world / ".complete").write_text("ok\n")
     else:
-        name, root = dataset, config.data_root(data_root)
+        root = config.data_root(data_root)
         if root is None:
             raise SystemExit(f"no data root: pass --data-root or set ${config.DATA_ENV} to the folder "
                              f"holding '{name}/'. {data.HOW_TO_GET.get(name, '')}")
         world = root
-    if name not in data.DATASET_NAMES:
-        raise SystemExit(f"unknown dataset {dataset!r}; expected one of {', '.join(data.DATASET_NAMES)} "
-                         "or synthetic-<name>")
     data.check_layout(name, world / name)
     return name, world / name
 

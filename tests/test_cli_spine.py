@@ -1,0 +1,109 @@
+"""`harness models`, `harness doctor` and `harness extract`, offline, through the real CLI
+entry point (harness.cli.main)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.models import REGISTRY
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("VITCLAIMS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VITCLAIMS_DATA", raising=False)
+
+
+def test_models_lists_the_registry_with_local_availability(capsys, tmp_path):
+    weights = tmp_path / "cache" / "weights"
+    weights.mkdir(parents=True)
+    (weights / REGISTRY["ibot"].release_file).write_bytes(b"planted")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    for name, spec in REGISTRY.items():
+        assert name in lines and spec.source in lines[name]
+    assert "yes: " in lines["ibot"] and str(weights / REGISTRY["ibot"].release_file) in lines["ibot"]
+    assert "no: needs" in lines["simmim"] and REGISTRY["simmim"].release_file in lines["simmim"]
+    assert "hf-hub:timm/vit_base_patch16_224.dino" in lines["dino"]
+    assert str(weights) in out
+
+
+def test_doctor_says_what_is_missing_and_how_to_get_it(capsys, tmp_path):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in REGISTRY.items():
+        line = next(line for line in out.splitlines() if line.startswith(f"[missing] weights {name}:"))
+        assert spec.release_url in line and str(tmp_path / "cache" / "weights" / spec.release_file) in line
+    assert "huggingface-cli download timm/vit_base_patch14_dinov2.lvd142m" in out
+    assert "[missing] dataset cityscapes: no data root" in out and "cityscapes-dataset.com" in out
+    assert "] gpu:" in out and "] faiss:" in out
+
+
+def test_doctor_checks_each_dataset_under_the_data_root(capsys, tmp_path):
+    from harness.data import DATASET_NAMES
+
+    (tmp_path / "data" / "ade20k").mkdir(parents=True)
+    assert main(["doctor", "--data-root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    for name in DATASET_NAMES:
+        assert f"[missing] dataset {name}:" in out
+    ade = next(line for line in out.splitlines() if "dataset ade20k" in line)
+    assert "ADEChallengeData2016" in ade  # names the folder it expected inside ade20k/
+
+
+@pytest.fixture(scope="module")
+def fair1m_world(tmp_path_factory):
+    from harness.data.synthetic import write_world
+
+    return write_world(tmp_path_factory.mktemp("world"), seed=0, size="smoke", names=["fair1m"])
+
+
+def test_extract_fills_the_store_once(capsys, tmp_path, fair1m_world):
+    args = ["extract", "--model", "dino", "--random-init", "--smoke", "--dataset", "fair1m",
+            "--data-root", str(fair1m_world), "--layers", "3", "12", "--limit", "3",
+            "--profile", "smoke", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "tiles-fair1m" in out and "layers [3, 12] of (3, 14, 14, 64) float16" in out
+    builds = (tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()
+    assert len(builds) == 1 and json.loads(builds[0])["key"]["model"] == "dino"
+    assert main(args) == 0  # second run reads the cache
+    assert len((tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()) == 1
+
+
+def test_extract_synthetic_writes_the_world_once_where_the_claims_look(monkeypatch, tmp_path, capsys):
+    from harness.data import synthetic
+
+    written = []
+
+    def write_fair1m_only(out, seed=0, size="smoke", names=()):
+        written.append(out)
+        return synthetic.write_world.__wrapped__(out, seed=seed, size=size, names=["fair1m"])
+
+    write_fair1m_only.__wrapped__ = synthetic.write_world
+    monkeypatch.setattr(synthetic, "write_world", write_fair1m_only)
+    args = ["extract", "--model", "mae", "--random-init", "--smoke", "--dataset", "synthetic-fair1m",
+            "--layers", "12", "--limit", "1", "--profile", "smoke", "--quiet"]
+    assert main(args) == 0 and main(args) == 0
+    assert written == [tmp_path / "cache" / "synthetic-world" / "seed0"]
+    assert "tiles-fair1m" in capsys.readouterr().out
+
+
+def test_extract_rejects_unknown_names(capsys):
+    with pytest.raises(SystemExit, match="unknown dataset 'synthetic-imagenet'"):
+        main(["extract", "--model", "dino", "--random-init", "--smoke", "--dataset", "synthetic-imagenet"])
+    with pytest.raises(KeyError, match="known models: dino, dinov2, ibot, mae, simmim, supervised"):
+        main(["extract", "--model", "dinov3", "--random-init", "--dataset", "synthetic-fair1m"])
+
+
+def test_extract_without_weights_offline_names_what_to_download():
+    from harness.models import WeightsNotAvailableError
+
+    with pytest.raises(WeightsNotAvailableError, match="simmim_pretrain__vit_base__img224__800ep.pth"):
+        main(["extract", "--model", "simmim", "--dataset", "synthetic-fair1m"])
