@@ -8,6 +8,7 @@ PNG (bytes) or a note, so a report with missing data loses a figure, never the p
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,11 +132,13 @@ def fig4_pruning(t: pd.DataFrame) -> plt.Figure:
     if "m" not in rows.columns or rows["m"].dropna().nunique() < 1:
         raise NoData("no kNN mIoU after removing high-variance features (m > 0)")
     rows = _middle_n(rows.assign(m=rows["m"].fillna(0)))
+    curves = {model: rows[rows["model"] == model].groupby("m")["value"].mean() for model in sorted(rows["model"].unique())}
+    curves = {model: curve for model, curve in curves.items() if len(curve) > 1}
+    if not curves:
+        raise NoData("no model with kNN mIoU at two or more m")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model in sorted(rows["model"].unique()):
-        curve = rows[rows["model"] == model].groupby("m")["value"].mean()
-        if len(curve) > 1:
-            ax.plot(curve.index, curve.values, marker="o", label=model)
+    for model, curve in curves.items():
+        ax.plot(curve.index, curve.values, marker="o", label=model)
     paper = CLAIMS["S4.2"].paper
     ax.plot(list(paper), list(paper.values()), "kx", markersize=9, label="paper (mae)")
     ax.set(xlabel="m (highest-variance features removed)", ylabel="kNN mIoU", title="Fig 4b/c: pruning")
@@ -231,7 +234,9 @@ def draw_all(report: Mapping[str, Any]) -> list[Drawn]:
             drawn.append(Drawn(key, title, None, "no measurements in this report"))
             continue
         try:
-            fig = draw(table)
+            with warnings.catch_warnings():  # matplotlib's layout chatter is not the user's business
+                warnings.simplefilter("ignore")
+                fig = draw(table)
         except NoData as missing:
             drawn.append(Drawn(key, title, None, str(missing)))
             continue

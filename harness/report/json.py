@@ -53,8 +53,11 @@ def git_hash() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def device() -> str:
-    """'cuda: <name>' when torch sees a GPU, else 'cpu' (torch is imported only if installed)."""
+def device(import_torch: bool = True) -> str | None:
+    """'cuda: <name>' when torch sees a GPU, else 'cpu'. With import_torch=False, None unless
+    this process already imported torch (an xdist controller asks its workers instead)."""
+    if not import_torch and "torch" not in sys.modules:
+        return None
     try:
         import torch
     except ImportError:
@@ -62,6 +65,12 @@ def device() -> str:
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return "cpu"
+
+
+def environment(device_name: str | None = None) -> dict[str, Any]:
+    """Versions, git commit and device of this run (`device_name` overrides the probe)."""
+    return {"versions": package_versions(), "git": git_hash(), "device": device_name or device(),
+            "python": sys.version.split()[0]}
 
 
 def _order(result: Mapping[str, Any]) -> tuple[int, str]:
@@ -92,8 +101,7 @@ def build_report(
             })
     claims.sort(key=_order)
     if environment is None:
-        environment = {"versions": package_versions(), "git": git_hash(), "device": device(),
-                       "python": sys.version.split()[0]}
+        environment = globals()["environment"]()
     report = {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
