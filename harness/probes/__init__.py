@@ -4,6 +4,7 @@ Plain functions on numpy arrays ([rows, features] float16/32/64 features, intege
 """
 
 from harness.probes.knn import MissingClassWarning, knn_predict, knn_search
+from harness.probes.linear import LinearProbe
 from harness.probes.metrics import (
     confusion_matrix,
     majority_class_fraction,
@@ -14,6 +15,7 @@ from harness.probes.metrics import (
 )
 
 __all__ = [
+    "LinearProbe",
     "MissingClassWarning",
     "confusion_matrix",
     "knn_predict",

@@ -1,0 +1,211 @@
+"""The linear probe: a softmax classifier on frozen patch embeddings (optional BatchNorm).
+
+One fixed recipe, so every model is probed the same way (the paper gives none):
+- model: [BatchNorm1d(D) ->] Linear(D, C); BatchNorm (the paper's choice for MAE only)
+  keeps cumulative running statistics over all training batches (momentum=None) and has
+  the usual affine parameters;
+- loss: cross entropy over the rows whose label is not `ignore_index`;
+- optimiser: AdamW, lr 1e-3, weight decay 1e-4, betas (0.9, 0.999), cosine decay of the
+  learning rate to 0 over all steps, no warm-up;
+- 10 epochs, mini-batches of 1024 rows, reshuffled every epoch;
+- float32 throughout (float16 input is converted), parameters initialised and batches
+  shuffled from `seed` only, deterministic algorithms on CPU; global torch RNG state and
+  thread settings are restored afterwards; training runs on one thread (see below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.probes._validate import as_feature_matrix, as_labels, check_finite
+from harness.probes.knn import MissingClassWarning
+
+CONVERT_ROWS = 65536  # rows converted to float32 tensors at a time
+PREDICT_ROWS = 16384
+
+
+@contextlib.contextmanager
+def _deterministic_torch(seed: int) -> Iterator[None]:
+    """Seeded, deterministic torch for the duration; previous global settings restored."""
+    previous_mode = torch.are_deterministic_algorithms_enabled()
+    previous_threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        # One thread: each step's matrices are tiny (batch x D x C), so a second thread
+        # costs more in synchronisation than it saves, and results cannot depend on it.
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous_mode)
+            torch.set_num_threads(previous_threads)
+
+
+def _to_tensor(x: np.ndarray) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=torch.float32)
+    for s in range(0, x.shape[0], CONVERT_ROWS):
+        out[s : s + CONVERT_ROWS] = torch.from_numpy(np.asarray(x[s : s + CONVERT_ROWS], np.float32))
+    return out
+
+
+class LinearProbe:
+    """Softmax classifier on frozen features; see the module docstring for the recipe.
+
+    >>> probe = LinearProbe(batchnorm=True, seed=0).fit(train_x, train_y, num_classes=19)
+    >>> pred = probe.predict(val_x)
+    >>> mean, var = probe.batchnorm_stats      # running statistics of the fitted BatchNorm
+    >>> normalised = probe.normalize(val_x)    # BatchNorm in eval mode, affine included
+    """
+
+    def __init__(
+        self,
+        batchnorm: bool = False,
+        seed: int = 0,
+        *,
+        epochs: int = 10,
+        batch_size: int = 1024,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        self.batchnorm = batchnorm
+        self.seed = seed
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.model_: nn.Sequential | None = None
+        self.num_classes_: int | None = None
+        self.missing_classes_: np.ndarray | None = None
+        self.loss_history_: list[float] = []
+
+    def fit(self, x, y, ignore_index: int = 255, num_classes: int | None = None) -> LinearProbe:
+        """Train on rows with y != ignore_index; num_classes defaults to max(y) + 1.
+
+        Classes in range(num_classes) without a training row raise a MissingClassWarning
+        (kept in `missing_classes_`); they stay in the output layer but are never learnt.
+        """
+        x = as_feature_matrix("x", x)
+        y = as_labels("y", y, x.shape[0])
+        keep = y != ignore_index
+        if not keep.any():
+            raise ValueError(
+                f"empty train set: no rows with a label other than ignore_index={ignore_index}"
+            )
+        x_rows = x if keep.all() else x[np.flatnonzero(keep)]
+        y = y[keep].astype(np.int64)
+        check_finite("x", x_rows)
+        if y.min() < 0:
+            raise ValueError(f"labels must be >= 0 (or ignore_index), got {y.min()}")
+        num_classes = int(y.max()) + 1 if num_classes is None else num_classes
+        if y.max() >= num_classes:
+            raise ValueError(f"label {y.max()} is outside [0, num_classes={num_classes})")
+        self.missing_classes_ = np.setdiff1d(np.arange(num_classes), y)
+        if self.missing_classes_.size:
+            warnings.warn(
+                f"classes {self.missing_classes_.tolist()} have no train rows and can never be learnt",
+                MissingClassWarning,
+                stacklevel=2,
+            )
+        self.num_classes_ = num_classes
+        dim = x_rows.shape[1]
+        with _deterministic_torch(self.seed):
+            layers: list[nn.Module] = [nn.BatchNorm1d(dim, momentum=None)] if self.batchnorm else []
+            model = nn.Sequential(*layers, nn.Linear(dim, num_classes))
+            features, labels = _to_tensor(x_rows), torch.from_numpy(y)
+            self._train(model, features, labels)
+        self.model_ = model.eval()
+        return self
+
+    def _train(self, model: nn.Sequential, features: torch.Tensor, labels: torch.Tensor) -> None:
+        n = features.shape[0]
+        steps_per_epoch = math.ceil(n / self.batch_size)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimiser, T_max=self.epochs * steps_per_epoch
+        )
+        shuffle = torch.Generator().manual_seed(self.seed)
+        loss_fn = nn.CrossEntropyLoss()
+        model.train()
+        self.loss_history_ = []
+        for _ in range(self.epochs):
+            order = torch.randperm(n, generator=shuffle)
+            total = 0.0
+            for s in range(0, n, self.batch_size):
+                batch = order[s : s + self.batch_size]
+                if self.batchnorm and batch.numel() == 1:
+                    continue  # BatchNorm cannot train on a single row
+                loss = loss_fn(model(features[batch]), labels[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * batch.numel()
+            self.loss_history_.append(total / n)
+
+    def _fitted(self) -> nn.Sequential:
+        if self.model_ is None:
+            raise RuntimeError("LinearProbe is not fitted; call fit(x, y) first")
+        return self.model_
+
+    def _check_width(self, x: np.ndarray) -> None:
+        width = self._fitted()[-1].in_features
+        if x.shape[1] != width:
+            raise ValueError(f"x has {x.shape[1]} features but the probe was fitted on {width}")
+
+    @torch.no_grad()
+    def predict_proba(self, x) -> np.ndarray:
+        """[N, C] float32 class probabilities."""
+        x = as_feature_matrix("x", x)
+        self._check_width(x)
+        check_finite("x", x)
+        model = self._fitted()
+        out = np.empty((x.shape[0], self.num_classes_), dtype=np.float32)
+        for s in range(0, x.shape[0], PREDICT_ROWS):
+            logits = model(_to_tensor(x[s : s + PREDICT_ROWS]))
+            out[s : s + PREDICT_ROWS] = torch.softmax(logits, dim=1).numpy()
+        return out
+
+    @torch.no_grad()
+    def predict(self, x) -> np.ndarray:
+        """[N] int64 class labels (argmax of the logits; ties to the lowest class)."""
+        x = as_feature_matrix("x", x)
+        self._check_width(x)
+        check_finite("x", x)
+        model = self._fitted()
+        out = np.empty(x.shape[0], dtype=np.int64)
+        for s in range(0, x.shape[0], PREDICT_ROWS):
+            out[s : s + PREDICT_ROWS] = model(_to_tensor(x[s : s + PREDICT_ROWS])).argmax(1).numpy()
+        return out
+
+    def _batchnorm(self) -> nn.BatchNorm1d:
+        model = self._fitted()
+        if not self.batchnorm:
+            raise RuntimeError("this probe has no BatchNorm; construct it with batchnorm=True")
+        return model[0]
+
+    @property
+    def batchnorm_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(running mean, running variance) of the fitted BatchNorm, float32 [D] each."""
+        bn = self._batchnorm()
+        return bn.running_mean.numpy().copy(), bn.running_var.numpy().copy()
+
+    @torch.no_grad()
+    def normalize(self, x) -> np.ndarray:
+        """x through the fitted BatchNorm in eval mode (running statistics, then the affine
+        weight and bias): (x - mean) / sqrt(var + eps) * weight + bias. This is "applying the
+        pretrained BatchNorm layer from the linear model" before k-NN (claim S4.5)."""
+        x = as_feature_matrix("x", x)
+        self._check_width(x)
+        bn = self._batchnorm()
+        out = np.empty(x.shape, dtype=np.float32)
+        for s in range(0, x.shape[0], PREDICT_ROWS):
+            out[s : s + PREDICT_ROWS] = bn(_to_tensor(x[s : s + PREDICT_ROWS])).numpy()
+        return out
