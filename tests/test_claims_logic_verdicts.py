@@ -127,3 +127,12 @@ def test_catalogue_matches_claims_md():
     assert len(ids) == 13 + 8 + 6 + 6 + 2
     assert CLAIMS["S4.2"].paper == {0: 0.058, 10: 0.170, 200: 0.295}
     assert CLAIMS["S6.3"].thresholds == {"tolerance": 0.02, "flat_d_from": 30, "flat_d_to": 60, "flat_max_change": 0.05}
+
+
+def test_a_claims_own_rows_are_those_its_relation_read():
+    from tests.test_claims_logic import paper_world
+
+    world = paper_world()
+    result = judge("S3.3", world)
+    assert {(r["model"], r["probe"], r["n_train"]) for r in result.rows} == {("mae", "knn", 72), ("mae", "linear_bn", 72)}
+    assert len(result.rows) + len(result.context_rows) == len(world)

@@ -8,7 +8,9 @@ could not find is collected and reported together as `MissingMeasurements`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,20 @@ DEFAULTS: dict[str, Any] = {
     "exclude_source": False,
     "dataset": "cityscapes",
 }
+
+
+# The table rows a relation read while being judged (see `tracking_used_rows`).
+_used_rows: ContextVar[set | None] = ContextVar("used_rows", default=None)
+
+
+@contextmanager
+def tracking_used_rows() -> Iterator[set]:
+    """Collect the index of every row a `Lookup` reads inside the block: a claim's own rows."""
+    token = _used_rows.set(set())
+    try:
+        yield _used_rows.get()
+    finally:
+        _used_rows.reset(token)
 
 
 class MissingMeasurements(LookupError):
@@ -101,6 +117,9 @@ class Lookup:
         found = select(self.table, metric, **where)
         if found.empty:
             self.missing.append(describe(metric, where))
+        used = _used_rows.get()
+        if used is not None:
+            used.update(found.index)
         return found
 
     def value(self, metric: str, **where: Any) -> float:

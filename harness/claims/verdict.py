@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.claims.catalogue import CLAIMS, Claim
-from harness.claims.table import MissingMeasurements
+from harness.claims.table import MissingMeasurements, tracking_used_rows
 
 VERIFIED = "verified"
 CONTRADICTED = "contradicted"
@@ -49,7 +49,8 @@ class ClaimResult:
     params: dict[str, Any] = field(default_factory=dict)  # run parameters: profile, models, ...
     holds: bool | None = None  # the relation on the full table (also when not judged)
     missing: list[str] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)  # the metric table, as records
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the metric rows the relation read
+    context_rows: list[dict[str, Any]] = field(default_factory=list)  # the table's other rows (figures)
     nodeid: str | None = None  # the pytest test that produced it
     regressions: list[dict[str, Any]] = field(default_factory=list)  # X.2, filled by the plugin
 
@@ -126,15 +127,19 @@ def judge(
     limits = resolve_thresholds(claim, thresholds)
     result = ClaimResult(
         id=claim.id, statement=claim.statement, verdict=NOT_JUDGED, paper=jsonable(claim.paper),
-        thresholds=jsonable(limits), params=jsonable(dict(params or {})), rows=table_records(table),
+        thresholds=jsonable(limits), params=jsonable(dict(params or {})),
     )
+    table = table.reset_index(drop=True)
     try:
-        outcome = claim.evaluate(table, limits)
+        with tracking_used_rows() as used:
+            outcome = claim.evaluate(table, limits)
     except MissingMeasurements as missing:
+        _split_rows(result, table, used)
         result.missing = missing.missing
         result.skip_reason = f"missing measurements: {'; '.join(missing.missing)}"
         result.message = result.skip_reason
         return result
+    _split_rows(result, table, used)
     result.holds = outcome.holds
     result.measured = jsonable(outcome.measured)
     result.message = outcome.message
@@ -152,6 +157,14 @@ def judge(
     else:
         result.verdict = VERIFIED
     return result
+
+
+def _split_rows(result: ClaimResult, table: pd.DataFrame, used: set) -> None:
+    """The rows the relation read are the claim's own (compared with a baseline); the rest of
+    the table travels along for the report's figures."""
+    mask = table.index.isin(sorted(used))
+    result.rows = table_records(table[mask])
+    result.context_rows = table_records(table[~mask])
 
 
 def _bootstrap(

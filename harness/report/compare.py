@@ -61,8 +61,9 @@ def row_values(rows: Iterable[Mapping[str, Any]]) -> dict[RowKey, float]:
 
 
 def report_rows(report: Mapping[str, Any]) -> dict[RowKey, float]:
-    """Every metric row of a report (rows shared by several claims appear once)."""
-    return row_values(row for claim in report["claims"] for row in claim.get("rows") or [])
+    """Every metric row of a report: its run-wide rows and each claim's own."""
+    claim_rows = (row for claim in report["claims"] for row in claim.get("rows") or [])
+    return row_values([*report.get("rows", []), *claim_rows])
 
 
 @dataclass

@@ -41,9 +41,9 @@ class Drawn:
 def report_table(report: Mapping[str, Any]) -> pd.DataFrame:
     """All metric rows of the report, each row once."""
     unique = {}
-    for claim in report.get("claims", []):
-        for row in claim.get("rows") or []:
-            unique.setdefault(row_key(row), row)
+    claim_rows = [row for claim in report.get("claims", []) for row in claim.get("rows") or []]
+    for row in [*report.get("rows", []), *claim_rows]:
+        unique.setdefault(row_key(row), row)
     return pd.DataFrame(list(unique.values()))
 
 
@@ -61,7 +61,7 @@ def _middle_n(rows: pd.DataFrame) -> pd.DataFrame:
 
 def fig1_knn_vs_linear(t: pd.DataFrame) -> plt.Figure:
     rows = _need(select(t, "miou", dataset="cityscapes", layer=12, corruption="none", m=0), "clean Cityscapes mIoU")
-    if "n_train" not in rows.columns or rows["n_train"].nunique() < 1:
+    if "n_train" not in rows.columns or rows["n_train"].nunique() < 2:
         raise NoData("no mIoU by training-set size")
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, model in enumerate(sorted(rows["model"].unique())):

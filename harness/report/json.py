@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.claims import CLAIMS, SECTIONS, ClaimResult, jsonable
+from harness.report.compare import row_key
 
 # Bump when the layout of claims.json changes; baselines of another version are refused.
 SCHEMA_VERSION = 1
@@ -100,6 +101,10 @@ def build_report(
                 "rows": [],
             })
     claims.sort(key=_order)
+    rows: dict = {}  # every metric row of the run once, for figures and baselines
+    for claim in claims:
+        for row in [*claim.get("rows", []), *claim.pop("context_rows", [])]:
+            rows.setdefault(row_key(row), row)
     if environment is None:
         environment = globals()["environment"]()
     report = {
@@ -110,6 +115,7 @@ def build_report(
         "run_info": jsonable(dict(run_info or {})),
         "summary": dict(Counter(c["verdict"] for c in claims)),
         "claims": claims,
+        "rows": list(rows.values()),
     }
     report["meta"] = meta_claims(report)
     return report
