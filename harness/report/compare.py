@@ -114,7 +114,9 @@ def _results_by_id(report: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any
 
 
 def compare_reports(old: Mapping[str, Any], new: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> Comparison:
+    """Per claim: verdict change and its own rows; then the run's other rows (claim '-')."""
     comparison = Comparison(tolerance)
+    covered: set[RowKey] = set()
     old_by_id, new_by_id = _results_by_id(old), _results_by_id(new)
     for claim_id in list(dict.fromkeys([*old_by_id, *new_by_id])):
         old_results, new_results = old_by_id.get(claim_id, []), new_by_id.get(claim_id, [])
@@ -124,26 +126,35 @@ def compare_reports(old: Mapping[str, Any], new: Mapping[str, Any], tolerance: f
                                     "changed": old_verdict != new_verdict})
         old_rows = row_values(row for r in old_results for row in r.get("rows") or [])
         new_rows = row_values(row for r in new_results for row in r.get("rows") or [])
-        for key in list(dict.fromkeys([*old_rows, *new_rows])):
-            a, b = old_rows.get(key), new_rows.get(key)
-            delta = None if a is None or b is None else b - a
-            comparison.rows.append({
-                "claim": claim_id, "metric": key_text(key), "old": a, "new": b, "delta": delta,
-                "regression": delta is not None and higher_is_better(key) and -delta > tolerance,
-            })
+        _compare_rows(comparison, claim_id, old_rows, new_rows)
+        covered.update(old_rows, new_rows)
+    old_rest = {k: v for k, v in report_rows(old).items() if k not in covered}
+    new_rest = {k: v for k, v in report_rows(new).items() if k not in covered}
+    _compare_rows(comparison, "-", old_rest, new_rest)
     return comparison
+
+
+def _compare_rows(comparison: Comparison, claim_id: str, old_rows: dict, new_rows: dict) -> None:
+    for key in list(dict.fromkeys([*old_rows, *new_rows])):
+        a, b = old_rows.get(key), new_rows.get(key)
+        delta = None if a is None or b is None else b - a
+        comparison.rows.append({
+            "claim": claim_id, "metric": key_text(key), "old": a, "new": b, "delta": delta,
+            "regression": delta is not None and higher_is_better(key) and -delta > comparison.tolerance,
+        })
 
 
 def render_comparison(comparison: Comparison, all_rows: bool = False) -> str:
     """The verdict table, then the metric rows that changed (all rows with `all_rows`)."""
     verdicts = tabulate(
         [(v["id"], v["old"], v["new"], "changed" if v["changed"] else "") for v in comparison.verdicts],
-        headers=["claim", "baseline", "new", ""], tablefmt="github")
+        headers=["claim", "baseline", "new", ""], tablefmt="github", disable_numparse=True)
     shown = [r for r in comparison.rows if all_rows or r["delta"] is None or abs(r["delta"]) > 1e-12]
     rows = tabulate(
-        [(r["claim"], r["metric"], _num(r["old"]), _num(r["new"]), _num(r["delta"]),
+        [(r["claim"], r["metric"], _num(r["old"]), _num(r["new"]), _num(r["delta"], signed=True),
           "REGRESSION" if r["regression"] else "") for r in shown],
-        headers=["claim", "metric row", "baseline", "new", "delta", ""], tablefmt="github")
+        headers=["claim", "metric row", "baseline", "new", "delta", ""], tablefmt="github",
+        disable_numparse=True)
     lines = ["Verdicts", verdicts, "", f"Metric rows ({'all' if all_rows else 'changed'}; "
              f"regression = a higher-is-better metric dropped by more than {comparison.tolerance})",
              rows if shown else "(no metric row changed)", ""]
@@ -152,5 +163,5 @@ def render_comparison(comparison: Comparison, all_rows: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
+def _num(x: float | None, signed: bool = False) -> str:
+    return "-" if x is None else f"{x:+.4f}" if signed else f"{x:.4f}"
