@@ -263,10 +263,17 @@ def _run_stage(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates + exact re-rank; returns (dist [n,k], idx [n,k], proven [n])."""
     approx, cand = stage.search(query_centred, kk)
-    exact = _exact_distances(query_raw, base, cand)
     qnorm = np.sqrt(np.einsum("ij,ij->i", query_centred, query_centred))
     bound = stage.bound(qnorm, base.max_norm)
-    if np.any(np.abs(approx - exact) > bound[:, None]):
+    # Re-rank only the k + EXTRA allowed candidates nearest by approximate distance.
+    allowed = np.where(_excluded(base, query_groups, cand), np.inf, approx)
+    order = np.argsort(allowed, axis=1, kind="stable")
+    keep = min(kk, k + EXTRA_CANDIDATES)
+    approx_kept = np.take_along_axis(allowed, order[:, :keep], 1)
+    cand_kept = np.take_along_axis(cand, order[:, :keep], 1)
+    exact = _exact_distances(query_raw, base, cand_kept)
+    checked = np.isfinite(approx_kept)
+    if np.any(np.abs(approx_kept - exact)[checked] > np.broadcast_to(bound[:, None], exact.shape)[checked]):
         warnings.warn(
             f"k-NN stage {stage.name} exceeded its error bound; retrying more precisely",
             RuntimeWarning,
@@ -274,15 +281,13 @@ def _run_stage(
         )
         n = len(query_raw)
         return np.empty((n, k)), np.empty((n, k), dtype=np.int64), np.zeros(n, dtype=bool)
-    excluded = _excluded(base, query_groups, cand)
-    exact = np.where(excluded, np.inf, exact)
-    dist, idx = _top_k_exact(exact, cand, k)
-    # k-th smallest approximate distance among allowed candidates (approx is ascending).
-    allowed_approx = np.where(excluded, np.inf, approx)
-    kth = np.sort(allowed_approx, axis=1)[:, k - 1]
-    proven = approx.max(axis=1) > kth + 2 * bound
-    if kk >= base.n:  # every base row was a candidate
-        proven[:] = np.isfinite(kth)
+    dist, idx = _top_k_exact(np.where(checked, exact, np.inf), cand_kept, k)
+    # Every row not re-ranked has d~ >= limit: either an allowed candidate beyond `keep`
+    # or a row outside the candidate list (d~ >= the largest candidate d~).
+    next_allowed = allowed[np.arange(len(allowed)), order[:, keep]] if keep < kk else np.inf
+    limit = next_allowed if kk >= base.n else np.minimum(next_allowed, approx.max(axis=1))
+    kth = approx_kept[:, k - 1]  # k-th smallest allowed approximate distance
+    proven = np.isfinite(kth) & (limit > kth + 2 * bound)
     return dist, idx, proven
 
 
