@@ -92,6 +92,36 @@ def select(table: pd.DataFrame, metric: str, **where: Any) -> pd.DataFrame:
     return table[mask]
 
 
+class _MetricRows:
+    """One metric's rows with numpy columns: relations ask hundreds of small questions of a
+    table (and again for each of 1000 bootstrap resamples), so filtering must be cheap."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.columns = {c: frame[c].to_numpy() for c in frame.columns}
+        self.missing = {c: pd.isna(v) for c, v in self.columns.items()}
+
+    def select(self, where: dict[str, Any]) -> pd.DataFrame:
+        mask = np.ones(len(self.frame), dtype=bool)
+        for name, wanted in where.items():
+            if wanted is None:
+                continue
+            wanted_values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
+            default_wanted = name in DEFAULTS and DEFAULTS[name] in wanted_values
+            if name not in self.columns:
+                if not default_wanted:
+                    mask[:] = False
+                continue
+            column = self.columns[name]
+            match = np.zeros(len(column), dtype=bool)
+            for value in wanted_values:
+                match |= column == value
+            if default_wanted:
+                match |= self.missing[name]
+            mask &= match
+        return self.frame.iloc[np.flatnonzero(mask)]
+
+
 def middle(values: Iterable[Any]) -> Any:
     """The middle of the sorted distinct values (72 of 36/72/144)."""
     ordered = sorted(set(values))
@@ -112,9 +142,14 @@ class Lookup:
                 )
         self.table = table
         self.missing: list[str] = []
+        self._by_metric = {metric: _MetricRows(rows) for metric, rows in table.groupby("metric", sort=False)}
+        self._no_rows = _MetricRows(table.iloc[0:0])
+
+    def _select(self, metric: str, where: dict[str, Any]) -> pd.DataFrame:
+        return self._by_metric.get(metric, self._no_rows).select(where)
 
     def rows(self, metric: str, **where: Any) -> pd.DataFrame:
-        found = select(self.table, metric, **where)
+        found = self._select(metric, where)
         if found.empty:
             self.missing.append(describe(metric, where))
         used = _used_rows.get()
@@ -135,7 +170,7 @@ class Lookup:
 
     def distinct(self, metric: str, column: str, **where: Any) -> list[Any]:
         """Sorted distinct non-NaN values of `column` among the matching rows."""
-        found = select(self.table, metric, **where)
+        found = self._select(metric, where)
         if column not in found.columns:
             return []
         return sorted(found[column].dropna().unique().tolist())
