@@ -391,11 +391,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
         state.results[item.nodeid] = dict(skipped(claim_id, reason).to_dict(), nodeid=item.nodeid)
-    elif report.failed:
-        message = call.excinfo.exconly() if call.excinfo else str(report.longrepr)
+    elif report.failed or report.when == "call":
+        if report.failed:
+            message = call.excinfo.exconly() if call.excinfo else str(report.longrepr)
+            message = f"the test failed before recording a verdict ({report.when}): {message}"
+        else:  # a claim test must never pass without a verdict
+            message = ("the test ended without recording a verdict: call claim_recorder.judge(table) "
+                       "or claim_recorder.skip(reason)")
+            report.outcome, report.longrepr = "failed", f"{claim_id}: {message}"
         result = skipped(claim_id, message)
-        result.verdict, result.skip_reason, result.nodeid = ERROR, None, item.nodeid
-        result.message = f"the test failed before recording a verdict ({report.when}): {message}"
+        result.verdict, result.skip_reason, result.nodeid, result.message = ERROR, None, item.nodeid, message
         state.results[item.nodeid] = result.to_dict()
     return report
 

@@ -296,6 +296,20 @@ def test_threshold_option_overrides_and_is_validated(pytester, monkeypatch):
     bad.stderr.fnmatch_lines(["*S3.3 has no threshold 'gain'; it has: ratio*"])
 
 
+def test_claim_test_without_a_verdict_fails(pytester):
+    pytester.makepyfile(test_lazy='''
+import pytest
+
+@pytest.mark.claim("S4.8")
+def test_forgot(claim_recorder):
+    assert True
+''')
+    result = run_in_process(pytester, f"--report-dir={pytester.path / 'r'}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*S4.8: the test ended without recording a verdict*"])
+    assert by_id(load(pytester.path / "r" / "claims.json"))["S4.8"]["verdict"] == "error"
+
+
 def test_unknown_claim_marker_is_an_error(pytester):
     pytester.makepyfile(test_bad='''
 import pytest
