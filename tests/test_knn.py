@@ -107,15 +107,29 @@ def test_many_exact_ties_fall_through_and_stay_exact(monkeypatch):
     assert knn_module.STAGE_COUNTS["float64"] == 5
 
 
+def test_neighbours_crowded_into_one_block_stay_exact(monkeypatch):
+    """The bf16 stage keeps few rows per block; crowding must not lose a neighbour."""
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(640, 16)).astype(np.float32)
+    query = rng.normal(size=(40, 16)).astype(np.float32)
+    base[64:128] = query[0] + rng.normal(scale=0.01, size=(64, 16))  # 64 near rows, one block
+    monkeypatch.setattr(knn_module, "_use_bf16", lambda: True)
+    monkeypatch.setattr(knn_module, "BASE_BLOCK_ROWS", 64)
+    ref_dist, ref_idx = brute_force(base, query, 10)
+    dist, idx = knn_search(base, query, 10)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
+
+
 def test_a_stage_that_breaks_its_bound_is_caught(monkeypatch):
     rng = np.random.default_rng(5)
     base, query = rng.normal(size=(500, 8)), rng.normal(size=(50, 8))
     ref_dist, ref_idx = brute_force(base, query, 1)
 
-    def lying_search(q_centred, kk):  # reverse order: far rows reported as near
+    def lying_search(q_centred, kk, per_block):  # far rows reported as near, at distance 0
         d = ((q_centred[:, None, :] - (base - base.mean(0))[None]) ** 2).sum(-1)
         idx = np.argsort(-d, axis=1)[:, :kk]
-        return np.sort(np.take_along_axis(d, idx, 1) * 0, axis=1), idx
+        return np.zeros(idx.shape), idx, np.full(len(idx), np.inf)
 
     liar = knn_module._Stage("liar", lying_search, lambda qn, b: np.zeros_like(qn))
     monkeypatch.setattr(knn_module, "_stages", lambda base, dim: [liar])

@@ -50,6 +50,7 @@ FP64_BLOCK_ROWS = 16384  # float64 stage: base rows per block
 RERANK_BYTES = 64 * 2**20  # float64 gather budget for one re-rank batch
 DEFAULT_CHUNK = 4096
 PREP_ROWS = 65536  # base rows converted to float64 at a time
+PER_BLOCK_EXTRA = 7  # bf16 stage keeps k + 7 (+ the largest excluded group) rows per block
 EXTRA_CANDIDATES = 31  # k' = k + 31 (+ the largest excluded group): ~99.7% proven at bf16
 
 
@@ -82,11 +83,16 @@ def _faiss_gpus() -> int:
 
 @dataclass
 class _Base:
-    """The base set: caller's rows, their float64 mean, and lazily built search copies."""
+    """The base set: caller's rows, the centre, and lazily built search copies.
+
+    The centre is the base mean rounded to float32: any constant centre leaves distances
+    unchanged, and a float32 one makes b - centre a single float32 rounding (relative error
+    <= 2^-24), which the stage bounds already allow for.
+    """
 
     raw: np.ndarray  # the caller's array (any float dtype, may be a memmap)
-    mean: np.ndarray  # float64 [D]
-    max_norm: float  # max ||b - mean|| (float64), rounded up
+    centre: np.ndarray  # float32 [D]
+    max_norm: float  # an upper bound of max ||b - centre||
     groups: np.ndarray | None
     _f32: np.ndarray | None = None
     _bf16_aug: torch.Tensor | None = None
@@ -94,39 +100,47 @@ class _Base:
     @classmethod
     def prepare(cls, raw: np.ndarray, groups: np.ndarray | None, with_bf16: bool) -> _Base:
         """Mean in one pass; the max centred norm (and the bf16 copy) in a second."""
-        mean = np.zeros(raw.shape[1], dtype=np.float64)
+        total = np.zeros(raw.shape[1], dtype=np.float64)
         for s in range(0, raw.shape[0], PREP_ROWS):
-            mean += np.asarray(raw[s : s + PREP_ROWS], dtype=np.float64).sum(0)
-        base = cls(raw=raw, mean=mean / raw.shape[0], max_norm=0.0, groups=groups)
+            total += raw[s : s + PREP_ROWS].sum(0, dtype=np.float64)
+        centre = (total / raw.shape[0]).astype(np.float32)
+        base = cls(raw=raw, centre=centre, max_norm=0.0, groups=groups)
         dim = raw.shape[1]
         if with_bf16:
             base._bf16_aug = torch.zeros((base.n, -(-(dim + 1) // 32) * 32), dtype=torch.bfloat16)
         max_norm2 = 0.0
         for s in range(0, base.n, PREP_ROWS):
-            block = base.centred64(s, s + PREP_ROWS)
-            norms2 = np.einsum("ij,ij->i", block, block)
+            block = base.centred32(s, s + PREP_ROWS)
+            norms2 = (block * block).sum(1)  # float32: relative error <= gamma_D
             max_norm2 = max(max_norm2, float(norms2.max()))
             if with_bf16:
                 # Rows (b, -||b||^2/2, 0...): a GEMM with (q, 1, 0...) gives <q,b> - ||b||^2/2.
                 # The width is rounded up to a multiple of 32: oneDNN's bf16 GEMM is several
                 # times slower on odd widths, and zero columns add nothing to the sums.
-                base._bf16_aug[s : s + PREP_ROWS, :dim] = torch.from_numpy(block)
-                base._bf16_aug[s : s + PREP_ROWS, dim] = torch.from_numpy(-0.5 * norms2)
-        base.max_norm = float(np.sqrt(max_norm2)) * (1 + 1e-9)
+                base._bf16_aug[s : s + PREP_ROWS, :dim] = block
+                base._bf16_aug[s : s + PREP_ROWS, dim] = -0.5 * norms2
+        # Undo the float32 norm and centring errors generously so max_norm is an upper bound.
+        base.max_norm = float(np.sqrt(max_norm2 * (1 + 2 * (dim + 2) * 2.0**-24))) * (1 + 2.0**-20)
         return base
 
     @property
     def n(self) -> int:
         return self.raw.shape[0]
 
+    def centred32(self, start: int, stop: int) -> torch.Tensor:
+        block = np.asarray(self.raw[start:stop])
+        if block.dtype == np.float64:
+            return torch.from_numpy(block - self.centre.astype(np.float64)).float()
+        return torch.from_numpy(block).float() - torch.from_numpy(self.centre)
+
     def centred64(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.raw[start:stop], dtype=np.float64) - self.mean
+        return np.asarray(self.raw[start:stop], dtype=np.float64) - self.centre.astype(np.float64)
 
     def f32(self) -> np.ndarray:
         if self._f32 is None:
             out = np.empty(self.raw.shape, dtype=np.float32)
             for s in range(0, self.n, PREP_ROWS):
-                out[s : s + PREP_ROWS] = self.centred64(s, s + PREP_ROWS)
+                out[s : s + PREP_ROWS] = self.centred32(s, s + PREP_ROWS).numpy()
             self._f32 = out
         return self._f32
 
@@ -146,13 +160,15 @@ class _Stage:
       rounding of the inputs to float32 add 4u: (D + 12) u (||q|| + B)^2, with a 1% margin.
     - bf16 (score = <q,b> - ||b||^2/2 from one GEMM of (q, 1) and (b, -||b||^2/2), exact
       bf16 products, float32 accumulation, bf16 output; d~ = ||q||^2 - 2 score):
-      rounding q and b costs 2u_b ||q|| B, rounding the last column u_b B^2/2, the float32
-      sum gamma_(D+1) (||q|| B + B^2/2) and the output u_b (||q|| B + B^2/2); doubled for
+      rounding q and b costs 2u_b ||q|| B, the last column (a float32 norm, then rounded)
+      (u_b + gamma_D) B^2/2, the float32 sum gamma_(D+1) (||q|| B + B^2/2) and the output u_b (||q|| B + B^2/2); doubled for
       the factor 2 in d~, with u_b = 2^-9 (plus double rounding via float32) and margins.
     """
 
     name: str
-    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    # search(centred queries, k', rows kept per base block) -> (approx, cand, floor): the
+    # k' candidates by approximate distance and a floor under the d~ of every other row.
+    search: Callable[[np.ndarray, int, int], SearchResult]
     bound: Callable[[np.ndarray, float], np.ndarray]
 
 
@@ -165,43 +181,59 @@ def _bf16_bound(dim: int) -> Callable[[np.ndarray, float], np.ndarray]:
     u_b = 2.0**-9 * (1 + 2.0**-14)
     gamma = (dim + 13) * 2.0**-24 * 1.01
     return lambda qnorm, b: 2 * (
-        (3.02 * u_b + 1.01 * gamma) * qnorm * b + (2.02 * u_b + 1.01 * gamma) * b * b / 2
+        (3.02 * u_b + 1.01 * gamma) * qnorm * b + (2.02 * u_b + 2.02 * gamma) * b * b / 2
     )
 
 
-def _bf16_search(base: _Base) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-    def search(q_centred: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+SearchResult = tuple[np.ndarray, np.ndarray, np.ndarray]  # approx [n, kk], cand [n, kk], floor [n]
+
+
+def _bf16_search(base: _Base) -> Callable[[np.ndarray, int, int], SearchResult]:
+    def search(q_centred: np.ndarray, kk: int, per_block: int) -> SearchResult:
         b_aug = base.bf16_aug()
-        dim = q_centred.shape[1]
-        q_aug = torch.zeros((len(q_centred), b_aug.shape[1]), dtype=torch.bfloat16)
+        n, dim = q_centred.shape
+        q_aug = torch.zeros((n, b_aug.shape[1]), dtype=torch.bfloat16)
         q_aug[:, :dim] = torch.from_numpy(q_centred)
         q_aug[:, dim] = 1.0
         values, indices = [], []
+        # Highest score of any row left out so far: every such row has d~ >= qn - 2 * it.
+        left_out = torch.full((n,), -torch.inf)
         for s in range(0, base.n, BASE_BLOCK_ROWS):
             scores = q_aug @ b_aug[s : s + BASE_BLOCK_ROWS].T  # <q,b> - ||b||^2/2, larger = nearer
-            v, i = torch.topk(scores, min(kk, scores.shape[1]), dim=1)
-            values.append(v.float())
+            take = min(per_block, scores.shape[1])
+            v, i = torch.topk(scores, take, dim=1)
+            v = v.float()
+            if take < scores.shape[1]:
+                left_out = torch.maximum(left_out, v[:, -1])
+            values.append(v)
             indices.append(i + s)
-        v, pos = torch.topk(torch.cat(values, 1), kk, dim=1)
-        idx = torch.gather(torch.cat(indices, 1), 1, pos)
+        all_v, all_i = torch.cat(values, 1), torch.cat(indices, 1)
+        take = min(kk, all_v.shape[1])
+        v, pos = torch.topk(all_v, take, dim=1)
+        if take < all_v.shape[1]:
+            left_out = torch.maximum(left_out, v[:, -1])
+        idx = torch.gather(all_i, 1, pos)
         qn = np.einsum("ij,ij->i", q_centred, q_centred)
-        return qn[:, None] - 2.0 * v.double().numpy(), idx.numpy()
+        floor = qn - 2.0 * left_out.double().numpy()  # +inf when nothing was left out
+        return qn[:, None] - 2.0 * v.double().numpy(), idx.numpy(), floor
 
     return search
 
 
-def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int, int], SearchResult]:
     import faiss
 
     resources = faiss.StandardGpuResources() if gpu else None
 
-    def search(q_centred: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(q_centred: np.ndarray, kk: int, per_block: int) -> SearchResult:
         q32 = np.ascontiguousarray(q_centred, dtype=np.float32)
         if gpu:
             dist, idx = faiss.knn_gpu(resources, q32, base.f32(), kk)
         else:
             dist, idx = faiss.knn(q32, base.f32(), kk)
-        return dist.astype(np.float64), idx.astype(np.int64)
+        dist = dist.astype(np.float64)
+        floor = dist[:, -1] if kk < base.n else np.full(len(dist), np.inf)
+        return dist, idx.astype(np.int64), floor
 
     return search
 
@@ -260,9 +292,10 @@ def _run_stage(
     query_groups: np.ndarray | None,
     k: int,
     kk: int,
+    per_block: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates + exact re-rank; returns (dist [n,k], idx [n,k], proven [n])."""
-    approx, cand = stage.search(query_centred, kk)
+    approx, cand, floor = stage.search(query_centred, kk, per_block)
     qnorm = np.sqrt(np.einsum("ij,ij->i", query_centred, query_centred))
     bound = stage.bound(qnorm, base.max_norm)
     # Re-rank only the k + EXTRA allowed candidates nearest by approximate distance.
@@ -283,9 +316,9 @@ def _run_stage(
         return np.empty((n, k)), np.empty((n, k), dtype=np.int64), np.zeros(n, dtype=bool)
     dist, idx = _top_k_exact(np.where(checked, exact, np.inf), cand_kept, k)
     # Every row not re-ranked has d~ >= limit: either an allowed candidate beyond `keep`
-    # or a row outside the candidate list (d~ >= the largest candidate d~).
+    # or a row outside the candidate list (d~ >= floor).
     next_allowed = allowed[np.arange(len(allowed)), order[:, keep]] if keep < kk else np.inf
-    limit = next_allowed if kk >= base.n else np.minimum(next_allowed, approx.max(axis=1))
+    limit = np.minimum(next_allowed, floor)
     kth = approx_kept[:, k - 1]  # k-th smallest allowed approximate distance
     proven = np.isfinite(kth) & (limit > kth + 2 * bound)
     return dist, idx, proven
@@ -402,17 +435,20 @@ def knn_search(
 
     base = _Base.prepare(base_x, base_groups, with_bf16=_use_bf16())
     kk = min(base.n, k + EXTRA_CANDIDATES + largest_group)
+    # Rows kept per base block by blockwise stages: the true top k' rarely crowd into one
+    # block (and when they do, the proof fails and a later stage takes over).
+    per_block = min(kk, k + PER_BLOCK_EXTRA + largest_group)
     stages = _stages(base, dim)
     for s in range(0, n_query, chunk_size):
         q_raw = np.asarray(query_x[s : s + chunk_size])
-        q_centred = np.asarray(q_raw, dtype=np.float64) - base.mean
+        q_centred = np.asarray(q_raw, dtype=np.float64) - base.centre.astype(np.float64)
         q_groups = None if query_groups is None else query_groups[s : s + chunk_size]
         todo = np.arange(len(q_raw))
         for stage in stages:
             if todo.size == 0:
                 break
             g = None if q_groups is None else q_groups[todo]
-            d, i, proven = _run_stage(stage, base, q_raw[todo], q_centred[todo], g, k, kk)
+            d, i, proven = _run_stage(stage, base, q_raw[todo], q_centred[todo], g, k, kk, per_block)
             done = todo[proven]
             STAGE_COUNTS[stage.name] += done.size
             distances[s + done], indices[s + done] = d[proven], i[proven]
