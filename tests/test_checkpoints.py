@@ -163,6 +163,14 @@ def test_wrong_shape_and_wrong_wrapper_fail(dino_state, tmp_path):
         load("mae", weights=tmp_path / "wrapped.pth")
 
 
+def test_transformers_format_is_named_not_half_loaded(tmp_path):
+    state = {"embeddings.patch_embeddings.projection.weight": torch.zeros(768, 3, 16, 16),
+             "embeddings.cls_token": torch.zeros(1, 1, 768)}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointFormatError, match="transformers format"):
+        load("dino", weights=tmp_path / "pytorch_model.bin")
+
+
 def test_hub_cache_is_used_offline_and_pins_the_revision(dino_state, tmp_path):
     source, state = dino_state
     snapshot = tmp_path / "hf-hub" / "models--timm--vit_base_patch16_224.dino" / "snapshots" / "abc123"

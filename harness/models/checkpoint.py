@@ -87,6 +87,12 @@ def _is_state_dict(obj: Any) -> bool:
 
 def unwrap(raw: Mapping[str, Any], fmt: CheckpointFormat, source: str) -> dict[str, torch.Tensor]:
     """The state dict inside `raw`: raw itself when flat, else under one of fmt.wrappers."""
+    if isinstance(raw, Mapping) and any("embeddings.patch_embeddings.projection" in str(k) for k in raw):
+        raise CheckpointFormatError(
+            f"checkpoint {source} is in Hugging Face transformers format (ViTModel/Dinov2Model "
+            "keys such as 'embeddings.patch_embeddings.projection.weight'); give the official "
+            "release file or the timm weights (a timm hub id such as 'timm/vit_base_patch16_224.dino')"
+        )
     if _is_state_dict(raw):
         return dict(raw)
     if isinstance(raw, Mapping):
