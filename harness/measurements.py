@@ -16,27 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.probes.metrics import miou_from_confusion
+
 # Columns that identify a row (besides `value`); see /shared CLAIMS.md and the README.
 ROW_KEYS = (
     "metric", "model", "dataset", "probe", "layer", "n_train", "corruption", "level",
     "m", "class_name", "subset", "pair", "outcome", "exclude_source", "gap", "zeroed",
 )
-
-
-def _miou_from_confusion(cm: np.ndarray) -> float:
-    """mIoU over classes whose union is non-empty (the convention of harness.probes.miou)."""
-    cm = cm.astype(np.float64)
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
-
-
-def _class_iou_from_confusion(cm: np.ndarray, class_index: int) -> float:
-    cm = cm.astype(np.float64)
-    tp = cm[class_index, class_index]
-    union = cm[class_index, :].sum() + cm[:, class_index].sum() - tp
-    return float(tp / union) if union > 0 else float("nan")
 
 
 def _ratio_of_sums(units: np.ndarray) -> float:
@@ -47,8 +33,8 @@ def _ratio_of_sums(units: np.ndarray) -> float:
 
 # How a row's value is recomputed from its per-unit statistics.
 REDUCERS = {
-    "miou": lambda u, extra: _miou_from_confusion(u.sum(0)),
-    "class_iou": lambda u, extra: _class_iou_from_confusion(u.sum(0), extra["class_index"]),
+    "miou": lambda u, extra: float(miou_from_confusion(u.sum(0))[0]),
+    "class_iou": lambda u, extra: float(miou_from_confusion(u.sum(0))[1][extra["class_index"]]),
     "ratio": lambda u, extra: _ratio_of_sums(u),
 }
 

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness import analyses
+from harness.analyses.retrieval import OUTCOMES
 from harness.experiments.common import Embed, flat_patches
 from harness.measurements import Measurement
 from harness.profiles import Profile, scaled_m
-
-OUTCOMES = ("original", "same_fine", "same_super", "other", "background")
 
 
 @dataclass
@@ -63,7 +62,10 @@ def retrieval_measurements(
             for exclude_source in excludes:
                 result = analyses.retrieval_outcomes(bx, base_meta, qx, query_meta,
                                                      exclude_source=exclude_source)
-                counts = result.per_source_counts(n_units)  # [n_units, 5]
+                # Per source tile and outcome, so the bootstrap can resample tiles.
+                source = query_meta["source"][result.query_rows]
+                counts = np.zeros((n_units, len(OUTCOMES)), dtype=np.int64)
+                np.add.at(counts, (source, result.outcome), 1)
                 total = counts.sum(1)
                 for k, outcome in enumerate(OUTCOMES):
                     units = np.stack([counts[:, k], total], axis=1)

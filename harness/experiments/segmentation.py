@@ -7,6 +7,7 @@ matrix per val image.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +70,7 @@ class _Scorer:
 
     def miou(self, pred, val: _Split, **params) -> list[Measurement]:
         cm = probes.per_image_confusion(pred, val.y, val.unit, self.num_classes, IGNORE)[: self.n_units]
-        value = probes.miou_from_confusion(cm.sum(0))
+        value = float(probes.miou_from_confusion(cm.sum(0))[0])
         base = {"dataset": self.dataset, **params}
         return [Measurement("miou", self.model, value, base, units=cm, reducer="miou",
                             unit_group=self.group)]
@@ -77,17 +78,18 @@ class _Scorer:
     def class_iou(self, pred, val: _Split, class_name: str, **params) -> Measurement:
         cm = probes.per_image_confusion(pred, val.y, val.unit, self.num_classes, IGNORE)[: self.n_units]
         idx = self.class_names.index(class_name)
-        tp = cm.sum(0)[idx, idx]
-        union = cm.sum(0)[idx, :].sum() + cm.sum(0)[:, idx].sum() - tp
-        value = float(tp / union) if union > 0 else float("nan")
+        value = float(probes.miou_from_confusion(cm.sum(0))[1][idx])
         return Measurement("iou", self.model, value,
                            {"dataset": self.dataset, "class_name": class_name, **params},
                            units=cm, reducer="class_iou", reducer_args={"class_index": idx},
                            unit_group=self.group)
 
 
-def _fit_linear(kind: str, train: _Split, seed: int) -> probes.LinearProbe:
-    return probes.LinearProbe(batchnorm=(kind == "linear_bn"), seed=seed).fit(train.x, train.y)
+def _fit_linear(kind: str, train: _Split, seed: int, num_classes: int) -> probes.LinearProbe:
+    with warnings.catch_warnings():  # few-shot sets lack rare classes; their IoU shows it
+        warnings.simplefilter("ignore", probes.MissingClassWarning)
+        return probes.LinearProbe(batchnorm=(kind == "linear_bn"), seed=seed).fit(
+            train.x, train.y, num_classes=num_classes)
 
 
 def segmentation_measurements(
@@ -137,7 +139,7 @@ def segmentation_measurements(
             out += score.miou(pred, val, probe="knn", layer=last, n_train=n_train,
                               corruption="none", level=0)
         for kind in kinds if n_train == middle else [paper_linear(model)]:
-            probe = _fit_linear(kind, train, seed)
+            probe = _fit_linear(kind, train, seed, views.num_classes)
             if n_train == middle:
                 fitted[kind] = probe
             out += score.miou(probe.predict(val.x), val, probe=kind, layer=last,
@@ -156,20 +158,18 @@ def segmentation_measurements(
             out += score.miou(pred, cval, probe="knn", layer=last, n_train=middle,
                               corruption=kind, level=level)
             out.append(Measurement("majority_fraction", model,
-                                   analyses.majority_class_fraction(pred),
+                                   probes.majority_class_fraction(pred),
                                    {"dataset": views.dataset, "probe": "knn", "layer": last,
                                     "n_train": middle, "corruption": kind, "level": level}))
 
     if with_variance:
         out += _variance_measurements(model, backbone, views, middle, middle_train, val, score,
-                                      fitted, profile, seed, train_feats[last], train_labels,
-                                      val_feats[last], val_labels, train_src, val_src)
+                                      fitted, profile, seed, embed)
     return out
 
 
 def _variance_measurements(model, backbone, views, middle, train, val, score, fitted, profile,
-                           seed, train_tiles, train_labels, val_tiles, val_labels,
-                           train_src, val_src) -> list[Measurement]:
+                           seed, embed) -> list[Measurement]:
     """S4.1-S4.6: variance spectrum, pruning, BatchNorm before k-NN, global context."""
     width = train.x.shape[1]
     last = backbone.depth
@@ -188,8 +188,8 @@ def _variance_measurements(model, backbone, views, middle, train, val, score, fi
         out += score.miou(pred, val, probe="knn", m=m, **common)
         if m in (0, profile.top_m):
             kind = paper_linear(model)
-            probe = fitted[kind] if m == 0 else probes.LinearProbe(
-                batchnorm=(kind == "linear_bn"), seed=seed).fit(keep[0], train.y)
+            probe = fitted[kind] if m == 0 else _fit_linear(
+                kind, _Split(keep[0], train.y, train.unit), seed, views.num_classes)
             out += score.miou(probe.predict(keep[1]), val, probe=kind, m=m, **common)
 
     if "linear_bn" in fitted:  # S4.5: the probe's BatchNorm applied before k-NN
@@ -198,33 +198,25 @@ def _variance_measurements(model, backbone, views, middle, train, val, score, fi
         out += score.miou(pred, val, probe="knn_bn", m=0, **common)
 
     if all(c in views.class_names for c in CONTEXT_CLASSES):
-        out += _context_measurements(model, views, width, profile, seed, train_tiles,
-                                     train_labels, val_tiles, val_labels, views.train_subsets[middle])
+        out += _context_measurements(model, backbone, views, train.x, profile, seed, embed)
     return out
 
 
-def _context_measurements(model, views, width, profile, seed, train_tiles, train_labels,
-                          val_tiles, val_labels, middle_mask) -> list[Measurement]:
-    """S4.6: ridge regression from a tile's central patch to its class fractions."""
-    classes = [views.class_names.index(c) for c in CONTEXT_CLASSES]
-
-    def central(tiles, labels, mask=None):
-        if mask is not None:
-            tiles, labels = tiles[mask], labels[mask]
-        h, w = tiles.shape[1:3]
-        x = np.asarray(tiles[:, h // 2, w // 2, :], dtype=np.float32)
-        # Fractions over the tile's labelled patches (patch-majority labels).
-        flat = labels.reshape(len(labels), -1)
-        valid = (flat != IGNORE).sum(1).clip(min=1)
-        frac = np.stack([(flat == c).sum(1) / valid for c in classes], axis=1)
-        return x, frac
-
-    tx, tf = central(train_tiles, train_labels, middle_mask)
-    vx, vf = central(val_tiles, val_labels)
-    top = analyses.top_variance_features(
-        flat_patches(train_tiles, middle_mask), scaled_m(profile.top_m, width))
-    out = []
-    for subset in ("full", "pruned", "top", "random"):
-        r2 = analyses.global_context_r2((tx, vx), (tf, vf), subset=subset, top=top, seed=seed)
-        out.append(Measurement("r2", model, float(r2), {"dataset": views.dataset, "subset": subset}))
-    return out
+def _context_measurements(model, backbone, views, train_patches, profile, seed,
+                          embed) -> list[Measurement]:
+    """S4.6: ridge regression (cross-validated over train images) from the patch at the centre
+    of each image to the image's road/building/vegetation pixel fractions."""
+    last = backbone.depth
+    tiles = embed(backbone, views.train, [last])[last]
+    where = views.train.central_patch(backbone.patch_size)  # (tile, row, col) per image
+    x = np.asarray(tiles[where[:, 0], where[:, 1], where[:, 2]], dtype=np.float32)
+    fractions = views.train.class_fractions(CONTEXT_CLASSES)
+    variances = analyses.feature_variances(train_patches)
+    m = scaled_m(profile.top_m, train_patches.shape[1])
+    n_splits = min(5, len(x) // 2)
+    return [
+        Measurement("r2", model, float(analyses.global_context_r2(
+            x, fractions, subset=subset, m=m, variances=variances, seed=seed,
+            n_splits=n_splits)["r2_mean"]), {"dataset": views.dataset, "subset": subset})
+        for subset in ("full", "pruned", "top", "random")
+    ]
