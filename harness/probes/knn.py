@@ -11,25 +11,30 @@ Each query goes through a cascade of stages until one can *prove* it found the a
 1. candidates: a fast, lossy search returns k' > k candidates with approximate distances
    d~ (bf16 GEMM with float32 accumulation on CPUs with native bf16 dot products; faiss
    float32 `knn` on other CPUs; faiss-gpu when a GPU is present). The data are centred on
-   the base mean first, which shrinks the norms that the error scales with.
+   the base mean (rounded to float32) first, which shrinks the norms the error scales with.
 2. a rigorous error bound E(q) >= |d~ - d| for every base row, from floating-point error
    analysis of ||q||^2 + ||b||^2 - 2<q, b> (E grows with (||q|| + max ||b||)^2 and the unit
    roundoff of the stage; see `_Stage`).
 3. exact re-ranking of the candidates in float64 and a proof: let m~ be the k-th smallest
    d~ among the allowed candidates. The true k-th distance is <= m~ + E, so every true
-   top-k row has d~ <= m~ + 2E. If the k'-th candidate's d~ exceeds m~ + 2E, every row
-   outside the candidate list has d~ > m~ + 2E and cannot be in the top k: the answer is
-   exact. Otherwise (MAE-like data: a few huge dimensions blow up E; or many near-ties)
+   top-k row has d~ <= m~ + 2E. Each stage also returns a floor under the d~ of every row
+   it did not return (faiss: the k'-th candidate's d~; bf16, which keeps only k + 7 rows per
+   base block: the worst kept score of any block that was cut). If the floor exceeds
+   m~ + 2E, no row left out can be in the top k: the answer is exact. Otherwise (MAE-like data: a few huge dimensions blow up E; or many near-ties)
    the query falls through to the next, more precise stage. The last stage is float64
    with a float64 bound that keeps *all* rows within the window, so it always proves.
    As a guard against a library whose arithmetic is less precise than assumed, the
    observed |d~ - d| of every re-ranked candidate is checked against E; a violation sends
    the whole chunk to the next stage (with a warning).
 
-Memory: queries are processed in chunks of `chunk_size` (default 4096): the candidate
-GEMM output is chunk x 8192 at a time, the float64 re-rank gathers at most ~64 MiB, and
-the base is held once in float32 (centred) and once in bf16, so 500k x 500k x 768 needs
-about 2.3 GiB besides the inputs (which may be float16 memmaps).
+Memory: queries are processed in chunks of `chunk_size` rows (default 4096), so the
+per-chunk buffers do not grow with the number of queries: the bf16 GEMM output is
+chunk x BASE_BLOCK_ROWS (4096 x 8192 x 2 B = 64 MiB) at a time, the float64 re-rank
+gathers at most RERANK_BYTES (64 MiB) per batch, and the float64 last stage works on
+chunk x FP64_BLOCK_ROWS blocks (128 MiB). The base is held once in bf16 (N x 800 x 2 B)
+and, only if some query falls through to it, once in float32 for faiss (N x D x 4 B):
+500,000 x 500,000 x 768 needs about 2.4 GiB besides the inputs (float16 memmaps are read
+block by block, never converted whole).
 """
 
 from __future__ import annotations
@@ -46,10 +51,10 @@ import torch
 from harness.probes._validate import as_feature_matrix, as_labels, check_finite
 
 BASE_BLOCK_ROWS = 8192  # bf16 stage: base rows per GEMM block (output chunk x 8192 bf16)
-FP64_BLOCK_ROWS = 16384  # float64 stage: base rows per block
+FP64_BLOCK_ROWS = 4096  # float64 stage: base rows per block
 RERANK_BYTES = 64 * 2**20  # float64 gather budget for one re-rank batch
 DEFAULT_CHUNK = 4096
-PREP_ROWS = 65536  # base rows converted to float64 at a time
+PREP_ROWS = 65536  # base rows centred / converted at a time
 PER_BLOCK_EXTRA = 7  # bf16 stage keeps k + 7 (+ the largest excluded group) rows per block
 EXTRA_CANDIDATES = 31  # k' = k + 31 (+ the largest excluded group): ~99.7% proven at bf16
 
