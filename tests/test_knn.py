@@ -158,6 +158,14 @@ def test_chunking_and_exclusion_match_reference():
     np.testing.assert_array_equal(plain[:12, 0], np.arange(12))
 
 
+def test_small_base_with_exclusion_returns_fewer_candidates_than_asked():
+    rng = np.random.default_rng(9)
+    base, query = rng.normal(size=(128, 12)), rng.normal(size=(64, 12))
+    groups = np.repeat(np.arange(8), 16)
+    exclude = (groups, groups[:64])
+    np.testing.assert_array_equal(knn_search(base, query, 1, exclude=exclude)[1], brute_force(base, query, 1, exclude)[1])
+
+
 def test_knn_predict_k1_and_vote():
     train_x = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]], dtype=np.float32)
     train_y = np.array([0, 1, 1, 2, 2])

@@ -306,7 +306,8 @@ def _run_stage(
     # Re-rank only the k + EXTRA allowed candidates nearest by approximate distance.
     allowed = np.where(_excluded(base, query_groups, cand), np.inf, approx)
     order = np.argsort(allowed, axis=1, kind="stable")
-    keep = min(kk, k + EXTRA_CANDIDATES)
+    returned = cand.shape[1]  # blockwise stages may return fewer than k'
+    keep = min(returned, k + EXTRA_CANDIDATES)
     approx_kept = np.take_along_axis(allowed, order[:, :keep], 1)
     cand_kept = np.take_along_axis(cand, order[:, :keep], 1)
     exact = _exact_distances(query_raw, base, cand_kept)
@@ -322,7 +323,7 @@ def _run_stage(
     dist, idx = _top_k_exact(np.where(checked, exact, np.inf), cand_kept, k)
     # Every row not re-ranked has d~ >= limit: either an allowed candidate beyond `keep`
     # or a row outside the candidate list (d~ >= floor).
-    next_allowed = allowed[np.arange(len(allowed)), order[:, keep]] if keep < kk else np.inf
+    next_allowed = allowed[np.arange(len(allowed)), order[:, keep]] if keep < returned else np.inf
     limit = np.minimum(next_allowed, floor)
     kth = approx_kept[:, k - 1]  # k-th smallest allowed approximate distance
     proven = np.isfinite(kth) & (limit > kth + 2 * bound)
