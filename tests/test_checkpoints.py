@@ -226,3 +226,21 @@ def test_missing_file_and_bad_ids_are_clear(tmp_path):
         load("dino", weights="not_a_model.tag")
     with pytest.raises(WeightsNotAvailableError, match="HF_HUB_OFFLINE"):
         load("dino", weights="hf-hub:someone/some-vit")
+
+
+def test_failed_download_names_the_hub_id_and_does_not_hang(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    calls = []
+
+    def unreachable(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs.get("etag_timeout")))
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(WeightsNotAvailableError, match="download failed: ConnectionError") as err:
+        load("mae")
+    assert "timm/vit_base_patch16_224.mae" in str(err.value)
+    assert calls == [("timm/vit_base_patch16_224.mae", "model.safetensors", 10)]  # one try, bounded

@@ -65,14 +65,14 @@ def _hub_digest(hub_id: str, path: Path) -> str:
 
 def _download(hub_id: str) -> Path:
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
-    last_error: Exception | None = None
-    for filename in HUB_FILES:
+    for filename in HUB_FILES[:-1]:
         try:
             return Path(hf_hub_download(hub_id, filename, etag_timeout=10))
-        except Exception as err:  # network, auth, missing file: all mean "not here"
-            last_error = err
-    raise last_error or RuntimeError("no file")
+        except EntryNotFoundError:
+            continue  # the repo is reachable but holds the other file name
+    return Path(hf_hub_download(hub_id, HUB_FILES[-1], etag_timeout=10))
 
 
 def hub_weights(hub_id: str, *, how_to: str = "") -> WeightsFile:
