@@ -95,6 +95,24 @@ def test_every_stage_alone_is_exact(monkeypatch):
     np.testing.assert_array_equal(dist, ref_dist)
 
 
+def test_gpu_code_path_wiring(monkeypatch):
+    """faiss-gpu's GpuIndexFlatL2 stood in for by the CPU IndexFlatL2 (same add/search API)."""
+    import faiss
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "GpuIndexFlatL2", lambda res, dim: faiss.IndexFlatL2(dim), raising=False)
+    monkeypatch.setattr(knn_module, "_faiss_gpus", lambda: 1)
+    rng = np.random.default_rng(10)
+    make = mae_like(rng, 0, loudness=100.0)
+    base, query = make(1000), make(300)
+    knn_module.STAGE_COUNTS.clear()
+    dist, idx = knn_search(base, query, 2, chunk_size=128)
+    assert knn_module.STAGE_COUNTS["faiss-gpu-float32"] > 0 and not knn_module.STAGE_COUNTS["bf16"]
+    ref_dist, ref_idx = brute_force(base, query, 2)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
+
+
 def test_many_exact_ties_fall_through_and_stay_exact(monkeypatch):
     """More tied rows than candidates: the cheap stages cannot prove; float64 must."""
     rng = np.random.default_rng(4)

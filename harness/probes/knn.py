@@ -228,12 +228,17 @@ def _bf16_search(base: _Base) -> Callable[[np.ndarray, int, int], SearchResult]:
 def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int, int], SearchResult]:
     import faiss
 
-    resources = faiss.StandardGpuResources() if gpu else None
+    gpu_index = []  # built on first use: the base goes to the GPU once, not once per chunk
 
     def search(q_centred: np.ndarray, kk: int, per_block: int) -> SearchResult:
         q32 = np.ascontiguousarray(q_centred, dtype=np.float32)
         if gpu:
-            dist, idx = faiss.knn_gpu(resources, q32, base.f32(), kk)
+            if not gpu_index:
+                resources = faiss.StandardGpuResources()
+                index = faiss.GpuIndexFlatL2(resources, q32.shape[1])
+                index.add(base.f32())
+                gpu_index.extend([resources, index])
+            dist, idx = gpu_index[1].search(q32, kk)
         else:
             dist, idx = faiss.knn(q32, base.f32(), kk)
         dist = dist.astype(np.float64)
