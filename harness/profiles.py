@@ -36,6 +36,8 @@ class Profile:
         ("noise", (10, 20, 30, 40)),
     )
     bootstrap: int = 1000
+    tile_out: int = 224  # side of the images fed to the model (tiles, FAIR1M crops)
+    video_size: tuple[int, int] = (336, 560)  # H x W of video frames: multiples of 14 and 16
 
     @property
     def middle_train_per_city(self) -> int:
@@ -47,13 +49,20 @@ PROFILES = {
     "smoke": Profile(
         name="smoke",
         untrained=True,
-        cityscapes_val_per_city=3,
+        cityscapes_train_per_city=(1, 2, 4),
+        cityscapes_val_per_city=2,
         ade20k_train_per_class=1,
         ade20k_val_images=8,
         fair1m_per_category=2,
         video_count=2,
         frame_gaps=(1, 2, 5, 10, 20, 30),
+        # Smallest and largest level of each corruption (the relations use both ends).
+        corruption_levels=(("blur", (10, 40)), ("noise", (10, 40)), ("band_noise", (1, 4))),
+        retrieval_transforms=(("shift", (1, 4)), ("blur", (10, 40)), ("noise", (10, 40))),
         bootstrap=100,
+        # Half-size images: a quarter of the tokens, same tiling and patch grids' logic.
+        tile_out=112,
+        video_size=(112, 224),
     ),
 }
 
