@@ -75,7 +75,7 @@ def test_untrained_is_not_judged_but_keeps_the_numbers():
     assert result.skip_reason == UNTRAINED_REASON
     assert result.holds is False
     assert result.measured["mae linear"] == 0.10
-    assert result.message.startswith("would not hold")
+    assert result.message.startswith("untrained weights, would not hold: does not hold: mae linear 0.100")
 
 
 def test_threshold_override_changes_the_verdict():

@@ -147,7 +147,7 @@ def judge(
         result.holds_fraction, result.ci = _bootstrap(claim, limits, resamples)
     if untrained:
         result.skip_reason = UNTRAINED_REASON
-        result.message = f"would {'hold' if outcome.holds else 'not hold'} ({UNTRAINED_REASON}); {outcome.message}"
+        result.message = f"untrained weights, would {'hold' if outcome.holds else 'not hold'}: {outcome.message}"
     elif not outcome.holds:
         result.verdict = CONTRADICTED
     elif result.holds_fraction is not None and result.holds_fraction < fragile_below:
