@@ -127,6 +127,16 @@ def fig3_robustness(t: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def fig4a_variance(t: pd.DataFrame) -> plt.Figure:
+    rows = _need(select(t, "variance_ratio", layer=12), "feature-variance ratios (S4.1)")
+    ratios = rows.groupby("model")["value"].mean().sort_values()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.bar(ratios.index, ratios.values, color=["C3" if m in ("mae", "simmim") else "C0" for m in ratios.index])
+    ax.set_yscale("log")
+    ax.set(ylabel="mean of top-10 variances / median variance", title="Fig 4a: a few high-variance features")
+    return fig
+
+
 def fig4_pruning(t: pd.DataFrame) -> plt.Figure:
     rows = select(t, "miou", dataset="cityscapes", probe="knn", layer=12, corruption="none")
     if "m" not in rows.columns or rows["m"].dropna().nunique() < 1:
@@ -218,7 +228,8 @@ FIGURES: list[tuple[str, str, Callable[[pd.DataFrame], plt.Figure]]] = [
     ("fig1", "Fig 1: kNN vs linear by training-set size (S3.1-S3.4)", fig1_knn_vs_linear),
     ("fig2", "Fig 2: layer curves, and the S3.8 'bus' jump", fig2_layers),
     ("fig3", "Fig 3: robustness to corruptions (S3.10-S3.12)", fig3_robustness),
-    ("fig4", "Fig 4: removing high-variance features (S4.2-S4.4)", fig4_pruning),
+    ("fig4a", "Fig 4a: feature variance outliers (S4.1)", fig4a_variance),
+    ("fig4", "Fig 4b/c: removing high-variance features (S4.2-S4.4)", fig4_pruning),
     ("s4", "Tables: S4.6 global context and S4.7 shared features", fig_s4_tables),
     ("fig5", "Fig 5: retrieval outcomes by level (S5.1-S5.4)", fig5_retrieval),
     ("fig6", "Fig 6: retrieval with the source image excluded (S5.5)", fig6_retrieval_excluded),
