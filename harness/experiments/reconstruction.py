@@ -15,6 +15,7 @@ averaged over all patches. Reference: the same with as many random dimensions ze
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ class MaeDecoder(nn.Module):
                                               requires_grad=False)
         self.decoder_blocks = nn.ModuleList(
             Block(decoder_dim, heads, mlp_ratio, qkv_bias=True,
-                  norm_layer=lambda d: nn.LayerNorm(d, eps=1e-6)) for _ in range(depth))
+                  norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, patch_size**2 * 3)
 
@@ -51,9 +52,11 @@ class MaeDecoder(nn.Module):
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
 
-def smoke_decoder(embed_dim: int, patch_size: int, seed: int) -> MaeDecoder:
+def smoke_decoder(embed_dim: int, patch_size: int, image_side: int, seed: int) -> MaeDecoder:
+    """A small random decoder for the smoke profile (its images may be smaller than 224)."""
     torch.manual_seed(seed)
-    return MaeDecoder(embed_dim, patch_size, decoder_dim=32, depth=2, heads=2)
+    return MaeDecoder(embed_dim, patch_size, num_patches=(image_side // patch_size) ** 2,
+                      decoder_dim=32, depth=2, heads=2).eval()
 
 
 def load_decoder(path: str | Path) -> MaeDecoder:
