@@ -46,6 +46,16 @@ def test_json_report_has_schema_run_and_every_claim(full_report):
     assert report["meta"]["X.2"]["verdict"] == "skipped"
 
 
+def test_meta_claims_recorded_by_a_test_are_not_summarised_again(full_report):
+    from harness.claims import ClaimResult
+
+    x1 = ClaimResult(id="X.1", statement=CLAIMS["X.1"].statement, verdict="verified", message="all stable")
+    report = build_report([x1], environment=ENVIRONMENT)
+    assert set(report["meta"]) == {"X.2"}
+    assert [c["verdict"] for c in report["claims"] if c["id"] == "X.1"] == ["verified"]
+    assert set(full_report["meta"]) == {"X.1", "X.2"}
+
+
 def test_claims_without_result_are_listed_as_not_run():
     report = build_report([], environment=ENVIRONMENT)
     assert {c["verdict"] for c in report["claims"]} == {"not run"}

@@ -49,7 +49,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         parts.append(table)
     meta = report.get("meta", {})
     if meta:
-        parts.append("<h2>X Beyond the paper</h2>")
+        parts.append("<h2>X Beyond the paper: summary of this run</h2>")
         parts.append(tabulate([(k, v["statement"], v["verdict"], v["message"]) for k, v in meta.items()],
                               headers=["ID", "finding", "verdict", "detail"], tablefmt="html"))
     parts.append("<h2>Figures</h2>")

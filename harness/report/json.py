@@ -122,14 +122,16 @@ def build_report(
 
 
 def meta_claims(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """X.1 and X.2, judged over the run's claims: stability under resampling and regressions."""
+    """X.1 and X.2 summarised over the run's claims (stability under resampling, regressions),
+    for those of the two that no claim test of this run recorded itself."""
     claims = report["claims"]
+    recorded = {c["id"] for c in claims}
     bootstrapped = [c for c in claims if c.get("holds_fraction") is not None]
     fragile = [c["id"] for c in claims if c["verdict"] == "fragile"]
     if not bootstrapped:
         x1 = {"verdict": "not judged", "message": "no claim was judged with bootstrap resamples"}
     elif fragile:
-        x1 = {"verdict": "contradicted", "message": f"fragile under resampling: {', '.join(fragile)}"}
+        x1 = {"verdict": "fragile", "message": f"fragile under resampling: {', '.join(fragile)}"}
     else:
         x1 = {"verdict": "verified",
               "message": f"{len(bootstrapped)} claims judged with resamples; none fragile"}
@@ -142,10 +144,8 @@ def meta_claims(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
               "regressions": regressions}
     else:
         x2 = {"verdict": "verified", "message": "no metric dropped by more than the tolerance"}
-    return {
-        "X.1": {"statement": CLAIMS["X.1"].statement, **x1},
-        "X.2": {"statement": CLAIMS["X.2"].statement, **x2},
-    }
+    meta = {"X.1": x1, "X.2": x2}
+    return {cid: {"statement": CLAIMS[cid].statement, **v} for cid, v in meta.items() if cid not in recorded}
 
 
 def dumps(report: Mapping[str, Any]) -> str:

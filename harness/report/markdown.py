@@ -66,7 +66,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   tabulate(overview_rows(report["claims"], section), headers=headers, tablefmt="github"), ""]
     meta = report.get("meta", {})
     if meta:
-        lines += ["## X Beyond the paper", "",
+        lines += ["## X Beyond the paper: summary of this run", "",
                   tabulate([(k, v["statement"], v["verdict"], v["message"]) for k, v in meta.items()],
                            headers=["ID", "finding", "verdict", "detail"], tablefmt="github"), ""]
     lines += ["## Details", ""]
