@@ -180,22 +180,21 @@ def _variance_measurements(model, backbone, views, middle, train, val, score, fi
                        {"dataset": views.dataset, "layer": last, "n_train": middle})]
     ms = profile.pruning_m if model in PRUNING_CURVE_MODELS else (0, profile.top_m)
     for m in ms:
-        keep = train.x, val.x
-        if m:
-            top = analyses.top_variance_features(train.x, scaled_m(m, width))
-            keep = analyses.drop_features(train.x, top), analyses.drop_features(val.x, top)
-        pred = probes.knn_predict(keep[0], train.y, keep[1])
+        if m == 0:  # the unpruned k-NN and linear rows are measured above (m defaults to 0)
+            continue
+        top = analyses.top_variance_features(train.x, scaled_m(m, width))
+        train_x, val_x = analyses.drop_features(train.x, top), analyses.drop_features(val.x, top)
+        pred = probes.knn_predict(train_x, train.y, val_x)
         out += score.miou(pred, val, probe="knn", m=m, **common)
-        if m in (0, profile.top_m):
+        if m == profile.top_m:
             kind = paper_linear(model)
-            probe = fitted[kind] if m == 0 else _fit_linear(
-                kind, _Split(keep[0], train.y, train.unit), seed, views.num_classes)
-            out += score.miou(probe.predict(keep[1]), val, probe=kind, m=m, **common)
+            probe = _fit_linear(kind, _Split(train_x, train.y, train.unit), seed, views.num_classes)
+            out += score.miou(probe.predict(val_x), val, probe=kind, m=m, **common)
 
     if "linear_bn" in fitted:  # S4.5: the probe's BatchNorm applied before k-NN
         bn = fitted["linear_bn"]
         pred = probes.knn_predict(bn.normalize(train.x), train.y, bn.normalize(val.x))
-        out += score.miou(pred, val, probe="knn_bn", m=0, **common)
+        out += score.miou(pred, val, probe="knn_bn", **common)
 
     if all(c in views.class_names for c in CONTEXT_CLASSES):
         out += _context_measurements(model, backbone, views, train.x, profile, seed, embed)
