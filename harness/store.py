@@ -213,9 +213,9 @@ class EmbeddingStore:
             details = dict(build(arrays) or {})
             seconds = time.perf_counter() - started
             for layer in layers:
-                array = arrays[layer]
-                array.flush()
-                crc = array_crc32(array)
+                # No msync: a killed process leaves its pages in the page cache, and a file
+                # damaged by a crash fails its checksum and is rebuilt.
+                crc = array_crc32(arrays[layer])
                 array_path, meta_path = self.layer_paths(key, layer)
                 os.replace(temp[layer], array_path)
                 meta = {"key": key.fields(layer), "shape": list(shape), "dtype": key.dtype,
