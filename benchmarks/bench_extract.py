@@ -29,9 +29,9 @@ from harness.store import EmbeddingStore
 
 THROUGHPUT_RATIO = 0.97
 READ_SPEEDUP = 50.0
-BATCH = 4
-N_IMAGES = 8  # two batches of ViT-B/16 per round
-ROUNDS = 5
+BATCH = 8
+N_IMAGES = 16  # two batches of ViT-B/16 per round
+ROUNDS = 4
 TILES = int(os.environ.get("BENCH_TILES", "3000"))
 
 
