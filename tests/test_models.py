@@ -204,3 +204,24 @@ def test_simmim_uses_one_shared_relative_position_bias_and_layer_scale(smoke_mod
         wide = backbone.patch_tokens(backbone.preprocess(_images(1, 336, 560)), layers=[12])[12]
     assert not torch.allclose(before, after, atol=1e-3)  # the shared bias is used
     assert wide.shape == (1, 21, 35, 64) and torch.isfinite(wide).all()
+
+
+def test_dinov2_forward_adds_the_officially_interpolated_table(smoke_models):
+    # The whole forward written out with the official DINOv2 recipe: patch embedding, class
+    # token, the 37x37 table brought to 16x16 by bicubic with scale (16 + 0.1) / 37 and no
+    # antialias, the blocks, the final norm.
+    backbone = smoke_models["dinov2"]
+    module = backbone.module
+    x = backbone.preprocess(_images(2))
+    with torch.inference_mode():
+        ours = backbone.patch_tokens(x, layers=[12])[12]
+        patches = F.conv2d(x, module.patch_embed.proj.weight, module.patch_embed.proj.bias, stride=14)
+        patches = patches.flatten(2).transpose(1, 2)  # [B, 256, D]
+        table = module.pos_embed[:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2)
+        table = F.interpolate(table, scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic", antialias=False)
+        pos = torch.cat([module.pos_embed[:, :1], table.flatten(2).transpose(1, 2)], dim=1)
+        tokens = torch.cat([module.cls_token.expand(2, -1, -1), patches], dim=1) + pos
+        for block in module.blocks:
+            tokens = block(tokens)
+        expected = module.norm(tokens)[:, 1:].reshape(2, 16, 16, -1)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
