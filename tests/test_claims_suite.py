@@ -1,0 +1,73 @@
+"""The claims suite end to end: `pytest claims/` on the smoke profile, a partial data root,
+and the report it writes. Each run is a subprocess, as a user would start it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_claims(*args, cwd=ROOT, env=None):
+    cmd = [sys.executable, "-m", "pytest", "claims/", "-p", "no:cacheprovider", "-q", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def builds(cache: Path) -> list[dict]:
+    path = cache / "embeddings" / "builds.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_end_to_end_and_a_warm_rerun_extracts_nothing(tmp_path):
+    cache, reports = tmp_path / "cache", tmp_path / "reports"
+    args = ["--profile", "smoke", "--models", "dino,mae", "-k", "S3.3 or S4.2 or S5.1",
+            "--cache-dir", str(cache), "--report-dir", str(reports)]
+    cold = run_claims(*args)
+    assert cold.returncode == 0, cold.stdout[-3000:] + cold.stderr[-3000:]
+    report = json.loads((reports / "claims.json").read_text())
+    by_id = {c["id"]: c for c in report["claims"]}
+    # S3.3 and S4.2 need only MAE: measured and (untrained) not judged, with numbers.
+    for claim_id in ("S3.3", "S4.2"):
+        assert by_id[claim_id]["verdict"] == "not judged"
+        assert by_id[claim_id]["measured"], claim_id
+    # S5.1 compares dino, dinov2, supervised and mae: the two missing models are named.
+    assert by_id["S5.1"]["verdict"] in ("not judged", "skipped")
+    assert "dinov2" in json.dumps(by_id["S5.1"])
+    first = builds(cache)
+    keys = [json.dumps(b["key"], sort_keys=True) for b in first]
+    assert first and len(keys) == len(set(keys)), "an embedding entry was built twice"
+    assert "S3.3" in (reports / "claims.md").read_text()
+
+    warm = run_claims(*args)
+    assert warm.returncode == 0, warm.stdout[-3000:]
+    assert len(builds(cache)) == len(first), "the warm run extracted again"
+
+
+def test_a_partial_dataset_skips_with_what_is_missing(tmp_path):
+    data = tmp_path / "data"
+    (data / "cityscapes" / "leftImg8bit" / "train").mkdir(parents=True)  # no gtFine/
+    result = run_claims("-k", "S3.2", "-rs", "--data-root", str(data),
+                        "--cache-dir", str(tmp_path / "cache"), "--report-dir", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 skipped" in result.stdout
+    assert "gtFine" in result.stdout
+    report = json.loads((tmp_path / "r" / "claims.json").read_text())
+    s32 = next(c for c in report["claims"] if c["id"] == "S3.2")
+    assert s32["verdict"] == "skipped" and "gtFine" in s32["skip_reason"]
+
+
+def test_no_data_root_skips_every_claim_and_still_writes_the_report(tmp_path):
+    env = {"VITCLAIMS_DATA": ""}
+    result = run_claims("--report-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "35 skipped" in result.stdout
+    report = json.loads((tmp_path / "r" / "claims.json").read_text())
+    assert {c["verdict"] for c in report["claims"]} == {"skipped"}
+    assert all("data root" in c["skip_reason"] or "no section" in c["skip_reason"]
+               for c in report["claims"])
