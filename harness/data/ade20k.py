@@ -10,14 +10,20 @@ mmsegmentation's `reduce_zero_label` does: 0 -> 255 (ignore), k -> k-1, so class
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .cityscapes import SegSample
-from .common import DatasetLayoutError, check_same_size, read_label_png, read_rgb, require_dir
+from .common import (
+    DatasetLayoutError,
+    IndexedSplit,
+    check_same_size,
+    read_label_png,
+    read_rgb,
+    require_dir,
+)
 
 NAME = "ade20k"
 IGNORE = 255
@@ -72,19 +78,16 @@ def _canonical_split(split: str) -> str:
     raise ValueError(f"ADE20K split must be one of {tuple(SPLIT_DIRS)} (or {tuple(SPLIT_DIRS.values())}), got {split!r}")
 
 
-class Ade20kDataset(Sequence):
+class Ade20kDataset(IndexedSplit):
     name = NAME
+    title = "ADE20K"
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
     def __init__(self, root: str | Path, split: str = "train"):
         self.root = Path(root)
         self.split = _canonical_split(split)
-        self._entries = _scan(self.root, self.split)
-        self._index = {e.id: i for i, e in enumerate(self._entries)}
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self._set_entries(_scan(self.root, self.split))
 
     def __getitem__(self, i: int) -> SegSample:  # type: ignore[override]
         e = self._entries[i]
@@ -96,18 +99,6 @@ class Ade20kDataset(Sequence):
     def _labels(self, e: _Entry) -> np.ndarray:
         return MASK_TO_CLASS[read_label_png(e.label_path)]
 
-    @property
-    def ids(self) -> list[str]:
-        return [e.id for e in self._entries]
-
-    def index_of(self, sample_id: str) -> int:
-        try:
-            return self._index[sample_id]
-        except KeyError:
-            raise KeyError(f"{sample_id!r} is not an ADE20K {self.split} id") from None
-
-    def get(self, sample_id: str) -> SegSample:
-        return self[self.index_of(sample_id)]
 
     def labels_of(self, sample_id: str) -> np.ndarray:
         return self._labels(self._entries[self.index_of(sample_id)])

@@ -9,7 +9,6 @@ cityscapesScripts' labels.py; every other id becomes 255 (ignore).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from .common import (
     DatasetFormatError,
     DatasetLayoutError,
+    IndexedSplit,
     check_same_size,
     read_label_png,
     read_rgb,
@@ -70,10 +70,11 @@ class _Entry:
     label_path: Path
 
 
-class CityscapesDataset(Sequence):
+class CityscapesDataset(IndexedSplit):
     """A sized, lazily read sequence of SegSample for one split."""
 
     name = NAME
+    title = "Cityscapes"
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
@@ -82,11 +83,7 @@ class CityscapesDataset(Sequence):
             raise ValueError(f"Cityscapes split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root)
         self.split = split
-        self._entries = _scan(self.root, split)
-        self._index = {e.id: i for i, e in enumerate(self._entries)}
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self._set_entries(_scan(self.root, split))
 
     def __getitem__(self, i: int) -> SegSample:  # type: ignore[override]
         e = self._entries[i]
@@ -95,18 +92,6 @@ class CityscapesDataset(Sequence):
         check_same_size(image, labels, e.label_path, e.image_path)
         return SegSample(e.id, image, labels, e.city)
 
-    @property
-    def ids(self) -> list[str]:
-        return [e.id for e in self._entries]
-
-    def index_of(self, sample_id: str) -> int:
-        try:
-            return self._index[sample_id]
-        except KeyError:
-            raise KeyError(f"{sample_id!r} is not a Cityscapes {self.split} id") from None
-
-    def get(self, sample_id: str) -> SegSample:
-        return self[self.index_of(sample_id)]
 
     def labels_of(self, sample_id: str) -> np.ndarray:
         """trainId labels only, without decoding the image."""

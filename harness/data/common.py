@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,31 @@ def check_same_size(image: np.ndarray, labels: np.ndarray, label_path: Path, ima
             f"label size {labels.shape[1]}x{labels.shape[0]} differs from its image "
             f"{image_path.name} ({image.shape[1]}x{image.shape[0]}); the label must match pixel for pixel",
         )
+
+
+class IndexedSplit(Sequence):
+    """One split of an image dataset: a lazily read sequence of entries addressed by index
+    or by sample id. Subclasses scan `_entries` (each with an `.id`) and read a sample in
+    `__getitem__`; `title` names the dataset in error messages."""
+
+    title = "dataset"
+
+    def _set_entries(self, entries: list) -> None:
+        self._entries = entries
+        self._index = {e.id: i for i, e in enumerate(entries)}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self._entries]
+
+    def index_of(self, sample_id: str) -> int:
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise KeyError(f"{sample_id!r} is not a {self.title} {self.split} id") from None
+
+    def get(self, sample_id: str):
+        return self[self.index_of(sample_id)]

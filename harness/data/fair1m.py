@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .common import DatasetFormatError, DatasetLayoutError, read_rgb, require_dir
+from .common import DatasetFormatError, DatasetLayoutError, IndexedSplit, read_rgb, require_dir
 
 NAME = "fair1m"
 SPLIT_DIRS = {"train": "train", "val": "validation"}
@@ -120,21 +119,18 @@ def _parse_points(path: Path, k: int, texts: list[str]) -> np.ndarray:
     return points.astype(np.float32)
 
 
-class Fair1mDataset(Sequence):
+class Fair1mDataset(IndexedSplit):
     name = NAME
+    title = "FAIR1M"
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
 
     def __init__(self, root: str | Path, split: str = "train"):
         self.root = Path(root)
         self.split = _canonical_split(split)
-        self._entries = _scan(self.root, self.split)
-        self._index = {e.id: i for i, e in enumerate(self._entries)}
+        self._set_entries(_scan(self.root, self.split))
         # the last parsed label files (a full split holds ~1M objects: too many to keep all)
         self._labels: OrderedDict[int, Fair1mLabel] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def __getitem__(self, i: int) -> Fair1mSample:  # type: ignore[override]
         e = self._entries[i]
@@ -162,18 +158,6 @@ class Fair1mDataset(Sequence):
                 self._labels.popitem(last=False)
         return self._labels[i]
 
-    @property
-    def ids(self) -> list[str]:
-        return [e.id for e in self._entries]
-
-    def index_of(self, sample_id: str) -> int:
-        try:
-            return self._index[sample_id]
-        except KeyError:
-            raise KeyError(f"{sample_id!r} is not a FAIR1M {self.split} id") from None
-
-    def get(self, sample_id: str) -> Fair1mSample:
-        return self[self.index_of(sample_id)]
 
 
 def _part_dirs(root: Path, split: str) -> list[Path]:
