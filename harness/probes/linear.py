@@ -7,7 +7,9 @@ One fixed recipe, so every model is probed the same way (the paper gives none):
 - loss: cross entropy over the rows whose label is not `ignore_index`;
 - optimiser: AdamW, lr 1e-3, weight decay 1e-4, betas (0.9, 0.999), cosine decay of the
   learning rate to 0 over all steps, no warm-up;
-- 10 epochs, mini-batches of 1024 rows, reshuffled every epoch;
+- 10 epochs, mini-batches of 1024 rows, reshuffled every epoch; at least 500 optimiser steps
+  (more epochs on a small train set: 10 epochs of a few hundred rows would be a handful of
+  steps and leave the probe far from converged; the paper's 450,000-row sets get 4,400);
 - float32 throughout (float16 input is converted), parameters initialised and batches
   shuffled from `seed` only, deterministic algorithms on CPU; global torch RNG state and
   thread settings are restored afterwards; training runs on one thread (see below).
@@ -71,6 +73,7 @@ class LinearProbe:
         seed: int = 0,
         *,
         epochs: int = 10,
+        min_steps: int = 500,
         batch_size: int = 1024,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -78,6 +81,7 @@ class LinearProbe:
         self.batchnorm = batchnorm
         self.seed = seed
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -127,15 +131,16 @@ class LinearProbe:
     def _train(self, model: nn.Sequential, features: torch.Tensor, labels: torch.Tensor) -> None:
         n = features.shape[0]
         steps_per_epoch = math.ceil(n / self.batch_size)
+        epochs = max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
         optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimiser, T_max=self.epochs * steps_per_epoch
+            optimiser, T_max=epochs * steps_per_epoch
         )
         shuffle = torch.Generator().manual_seed(self.seed)
         loss_fn = nn.CrossEntropyLoss()
         model.train()
         self.loss_history_ = []
-        for _ in range(self.epochs):
+        for _ in range(epochs):
             order = torch.randperm(n, generator=shuffle)
             total = 0.0
             for s in range(0, n, self.batch_size):
