@@ -111,7 +111,7 @@ def test_verdicts_end_tests_and_reach_the_report(pytester):
     pytester.makepyfile(test_fake_claims=FAKE_CLAIMS)
     reports = pytester.path / "out"
     result = run_in_process(pytester, f"--report-dir={reports}", "--bootstrap=10", "-rs", "-W", "default")
-    result.assert_outcomes(passed=3, failed=2, skipped=3, warnings=1)
+    result.assert_outcomes(passed=3, failed=2, skipped=3)  # the fragile warning is matched below; other warnings vary with import order
     result.stdout.fnmatch_lines([
         "*S3.12 contradicted: does not hold: supervised under the highest band 0.300 >= 0.97 x clean 0.500*",
         "*PytestWarning: S4.8 fragile: holds in only 50% of resamples*",
