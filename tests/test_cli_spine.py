@@ -70,11 +70,13 @@ def test_extract_fills_the_store_once(capsys, tmp_path, fair1m_world):
             "--profile", "smoke", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "tiles-fair1m" in out and "layers [3, 12] of (3, 14, 14, 64) float16" in out
+    # The smoke profile's views: 112 px tiles (7x7 patches), the original and six transforms.
+    views = [line for line in out.splitlines() if "layers [3, 12] of (3, 7, 7, 64) float16" in line]
+    assert len(views) == 7 and all("tiles-fair1m" in line for line in views)
     builds = (tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()
-    assert len(builds) == 1 and json.loads(builds[0])["key"]["model"] == "dino"
+    assert len(builds) == 7 and {json.loads(b)["key"]["model"] for b in builds} == {"dino"}
     assert main(args) == 0  # second run reads the cache
-    assert len((tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()) == 7
 
 
 def test_extract_synthetic_writes_the_world_once_where_the_claims_look(monkeypatch, tmp_path, capsys):

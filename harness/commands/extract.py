@@ -1,7 +1,7 @@
 """`harness extract --model M --dataset D`: fill the embedding cache ahead of a claims run.
 
-The views are the ones the claims read (harness.data.subsets with the chosen profile's
-sizes, harness.views), so their store entries are the ones a later `pytest claims/` finds.
+The views are the ones the claims read (harness.experiments.views with the chosen profile),
+so their store entries are the ones a later `pytest claims/` finds.
 `--dataset synthetic-<name>` extracts from the synthetic world (written on first use under
 <cache-dir>/synthetic-world/) and needs no download; with `--random-init --smoke` it also
 needs no weights.
@@ -26,7 +26,6 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="registry name (see `harness models`)")
     parser.add_argument("--dataset", required=True,
                         help="cityscapes, ade20k, fair1m, bdd100k_mot, mot17, or synthetic-<one of these>")
-    parser.add_argument("--split", action="append", help="split(s) to extract (default: the ones the claims read)")
     parser.add_argument("--layers", type=int, nargs="+", help="block outputs 1..12 (default all)")
     parser.add_argument("--weights", help="checkpoint file or hub id instead of the default source")
     parser.add_argument("--random-init", action="store_true", help="untrained model (seeded)")
@@ -50,16 +49,9 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
         raise SystemExit(f"unknown dataset {dataset!r}; expected one of {', '.join(data.DATASET_NAMES)} "
                          "or synthetic-<name>")
     if dataset.startswith("synthetic-"):
-        from filelock import FileLock
-
         from harness.data import synthetic
 
-        world = config.cache_dir(cache_dir) / "synthetic-world" / f"seed{config.ROOT_SEED}"
-        world.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(world) + ".lock"):  # same place and marker as the claims fixtures
-            if not (world / ".complete").exists():
-                synthetic.write_world(world, seed=config.ROOT_SEED)
-                (world / ".complete").write_text("ok\n")
+        world = synthetic.ensure_world(config.cache_dir(cache_dir), seed=config.ROOT_SEED)
     else:
         root = config.data_root(data_root)
         if root is None:
@@ -70,34 +62,8 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
     return name, world / name
 
 
-def claim_views(name: str, root: Path, splits, profile, limit: int | None) -> list:
-    """The views the claims extract from one dataset, as in fixtures/views.py."""
-    from harness import data, views
-    from harness.data import subsets
-
-    def first(ids):
-        return list(ids)[:limit] if limit else list(ids)
-
-    result = []
-    for split in splits or data.DEFAULT_SPLITS[name]:
-        ds = data.open_dataset(name, root, split)
-        if name == "cityscapes":
-            ids = (subsets.cityscapes_train_ids(ds, per_city=max(profile.cityscapes_train_per_city))
-                   if split == "train" else subsets.cityscapes_val_ids(ds, per_city=profile.cityscapes_val_per_city))
-            result.append(views.TileView(ds, first(ids)))
-        elif name == "ade20k":
-            ids = (subsets.ade20k_train_ids(ds, per_class=profile.ade20k_train_per_class)
-                   if split == "train" else subsets.ade20k_val_ids(ds, n=profile.ade20k_val_images))
-            result.append(views.TileView(ds, first(ids), tile=224, out=224, resize=(448, 672)))
-        elif name == "fair1m":
-            ids = subsets.fair1m_ids(ds, per_category=profile.fair1m_per_category)
-            result.append(views.Fair1mTileView(ds, first(ids)))
-        else:
-            result.append(views.VideoFrameView(ds, first(subsets.video_ids(ds, n=profile.video_count))))
-    return result
-
-
 def run(args: argparse.Namespace) -> int:
+    from harness.experiments.views import views_to_extract
     from harness.extract import embeddings
     from harness.models import load
     from harness.profiles import PROFILES
@@ -110,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     name, root = dataset_root(args.dataset, args.data_root, args.cache_dir)
     store = default_store(args.cache_dir)
     print(f"{backbone!r}\nstore {store.root}")
-    for view in claim_views(name, root, args.split, PROFILES[args.profile], args.limit):
+    for view in views_to_extract(PROFILES[args.profile], name, root, limit=args.limit):
         started = time.perf_counter()
         arrays = embeddings(backbone, view, store, layers=args.layers, batch_size=args.batch_size,
                             progress=not args.quiet)

@@ -62,6 +62,21 @@ def write_world(out: str | Path, seed: int = 0, size: str = "smoke", names: Sequ
     return out
 
 
+def ensure_world(cache_dir: str | Path, seed: int = 0) -> Path:
+    """The synthetic world under `<cache_dir>/synthetic-world/seed<seed>/`, written once: a
+    file lock makes parallel processes wait for the first writer, and a marker written last
+    means an interrupted write is redone."""
+    from filelock import FileLock
+
+    world = Path(cache_dir) / "synthetic-world" / f"seed{seed}"
+    world.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(world) + ".lock"):
+        if not (world / ".complete").exists():
+            write_world(world, seed=seed)
+            (world / ".complete").write_text("ok\n")
+    return world
+
+
 def _rng(*names: object) -> np.random.Generator:
     return np.random.default_rng(seed_for("synthetic", *names))
 
