@@ -71,3 +71,21 @@ def test_no_data_root_skips_every_claim_and_still_writes_the_report(tmp_path):
     assert {c["verdict"] for c in report["claims"]} == {"skipped"}
     assert all("data root" in c["skip_reason"] or "no section" in c["skip_reason"]
                for c in report["claims"])
+
+
+def test_missing_weights_skip_naming_what_to_download(tmp_path):
+    """Data present (the synthetic world in its native layouts), weights absent and no
+    network: the claims that need those models skip, naming the hub id or release file."""
+    from harness.data.synthetic import write_world
+
+    data = write_world(tmp_path / "data", seed=0, names=["cityscapes"])
+    result = run_claims("-k", "S3.3", "-rs", "--data-root", str(data), "--cache-dir",
+                        str(tmp_path / "cache"), "--report-dir", str(tmp_path / "r"),
+                        env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 skipped" in result.stdout
+    report = json.loads((tmp_path / "r" / "claims.json").read_text())
+    s33 = next(c for c in report["claims"] if c["id"] == "S3.3")
+    assert s33["verdict"] == "skipped"
+    assert "vit_base_patch16_224.mae" in s33["skip_reason"]  # MAE's hub id
+    assert str(tmp_path / "cache" / "weights") in s33["skip_reason"]  # where a release file goes
