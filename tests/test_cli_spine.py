@@ -109,3 +109,12 @@ def test_extract_without_weights_offline_names_what_to_download():
 
     with pytest.raises(WeightsNotAvailableError, match="simmim_pretrain__vit_base__img224__800ep.pth"):
         main(["extract", "--model", "simmim", "--dataset", "synthetic-fair1m"])
+
+
+def test_extract_defaults_to_the_layers_the_claims_read(capsys, tmp_path, fair1m_world):
+    """FAIR1M retrieval reads the last layer only: nothing else is extracted by default."""
+    args = ["extract", "--model", "dino", "--random-init", "--smoke", "--dataset", "fair1m",
+            "--data-root", str(fair1m_world), "--limit", "2", "--profile", "smoke", "--quiet"]
+    assert main(args) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "tiles-fair1m" in line]
+    assert len(lines) == 7 and all("layers [12] of" in line for line in lines)

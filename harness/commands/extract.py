@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--model", required=True, help="registry name (see `harness models`)")
     parser.add_argument("--dataset", required=True,
                         help="cityscapes, ade20k, fair1m, bdd100k_mot, mot17, or synthetic-<one of these>")
-    parser.add_argument("--layers", type=int, nargs="+", help="block outputs 1..12 (default all)")
+    parser.add_argument("--layers", type=int, nargs="+",
+                        help="block outputs 1..12 (default: the layers the claims read from each view)")
     parser.add_argument("--weights", help="checkpoint file or hub id instead of the default source")
     parser.add_argument("--random-init", action="store_true", help="untrained model (seeded)")
     parser.add_argument("--smoke", action="store_true", help="with --random-init: small width-64 model")
@@ -76,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     name, root = dataset_root(args.dataset, args.data_root, args.cache_dir)
     store = default_store(args.cache_dir)
     print(f"{backbone!r}\nstore {store.root}")
-    for view in views_to_extract(PROFILES[args.profile], name, root, limit=args.limit):
+    for view, layers in views_to_extract(PROFILES[args.profile], name, root, backbone.depth,
+                                         limit=args.limit):
         started = time.perf_counter()
-        arrays = embeddings(backbone, view, store, layers=args.layers, batch_size=args.batch_size,
-                            progress=not args.quiet)
+        arrays = embeddings(backbone, view, store, layers=args.layers or layers,
+                            batch_size=args.batch_size, progress=not args.quiet)
         first = next(iter(arrays.values()))
         print(f"{view.key}: {len(view)} images -> layers {sorted(arrays)} of {tuple(first.shape)} "
               f"float16 ({time.perf_counter() - started:.1f} s)")

@@ -110,16 +110,19 @@ def overlap_views(profile: Profile, roots: dict[str, Path], record: Record | Non
     return chosen, [v.key for v in chosen.values()]
 
 
-def views_to_extract(profile: Profile, dataset: str, root: Path, limit: int | None = None) -> list:
-    """Every view of `dataset` whose embeddings the claims read."""
+def views_to_extract(profile: Profile, dataset: str, root: Path, depth: int,
+                     limit: int | None = None) -> list[tuple[object, list[int]]]:
+    """(view, layers) for every view of `dataset` whose embeddings the claims read: all
+    layers of the Cityscapes train and val tiles (layer curves), the last layer elsewhere."""
+    every, last = list(range(1, depth + 1)), [depth]
     if dataset == "cityscapes":
         seg, _ = segmentation_views(profile, dataset, root, full=True, limit=limit)
-        return [seg.train, seg.val, *seg.corrupted.values()]
+        return [(seg.train, every), (seg.val, every)] + [(v, last) for v in seg.corrupted.values()]
     if dataset == "ade20k":
         seg, _ = segmentation_views(profile, dataset, root, full=False, limit=limit)
-        return [seg.train, seg.val]
+        return [(seg.train, last), (seg.val, last)]
     if dataset == "fair1m":
         ret, _ = retrieval_views(profile, root, limit=limit)
-        return [ret.original, *ret.transformed.values()]
+        return [(v, last) for v in (ret.original, *ret.transformed.values())]
     view, _ = video_view(profile, dataset, root, limit=limit)
-    return [view]
+    return [(view, last)]
