@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-
-IGNORE = 255
 
 
 class Embed(Protocol):
@@ -25,12 +23,3 @@ def flat_patches(features: np.ndarray, keep_tiles: np.ndarray | None = None) -> 
 def per_patch(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Repeat a per-tile value for each patch of the tile: [N] -> [N*h*w]."""
     return np.repeat(np.asarray(values), grid[0] * grid[1])
-
-
-def scaled_count(m: int, width: int) -> int:
-    from harness.profiles import scaled_m
-
-    return scaled_m(m, width)
-
-
-Progress = Callable[[str], None]

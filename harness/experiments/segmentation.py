@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness import analyses, probes
-from harness.experiments.common import IGNORE, Embed, flat_patches, per_patch
+from harness.experiments.common import Embed, flat_patches, per_patch
 from harness.measurements import Measurement
 from harness.profiles import Profile, scaled_m
+from harness.views import IGNORE
 
 # Which linear probe the paper uses per model: BatchNorm before the linear layer for MAE only.
 PAPER_LINEAR = {"mae": "linear_bn"}
@@ -175,14 +176,16 @@ def _variance_measurements(model, backbone, views, middle, train, val, score, fi
     last = backbone.depth
     common = {"dataset": views.dataset, "layer": last, "n_train": middle,
               "corruption": "none", "level": 0}
+    # One pass over the train patches: every top-m set and the ratio come from these.
+    variances = analyses.feature_variances(train.x)
     out = [Measurement("variance_ratio", model,
-                       float(analyses.variance_ratio_top_over_median(train.x, top=10)),
+                       float(analyses.variance_ratio_top_over_median(variances=variances, top=10)),
                        {"dataset": views.dataset, "layer": last, "n_train": middle})]
     ms = profile.pruning_m if model in PRUNING_CURVE_MODELS else (0, profile.top_m)
     for m in ms:
         if m == 0:  # the unpruned k-NN and linear rows are measured above (m defaults to 0)
             continue
-        top = analyses.top_variance_features(train.x, scaled_m(m, width))
+        top = analyses.top_variance_features(None, scaled_m(m, width), variances=variances)
         train_x, val_x = analyses.drop_features(train.x, top), analyses.drop_features(val.x, top)
         pred = probes.knn_predict(train_x, train.y, val_x)
         out += score.miou(pred, val, probe="knn", m=m, **common)
@@ -197,11 +200,11 @@ def _variance_measurements(model, backbone, views, middle, train, val, score, fi
         out += score.miou(pred, val, probe="knn_bn", **common)
 
     if all(c in views.class_names for c in CONTEXT_CLASSES):
-        out += _context_measurements(model, backbone, views, train.x, profile, seed, embed)
+        out += _context_measurements(model, backbone, views, variances, profile, seed, embed)
     return out
 
 
-def _context_measurements(model, backbone, views, train_patches, profile, seed,
+def _context_measurements(model, backbone, views, variances, profile, seed,
                           embed) -> list[Measurement]:
     """S4.6: ridge regression (cross-validated over train images) from the patch at the centre
     of each image to the image's road/building/vegetation pixel fractions."""
@@ -210,8 +213,7 @@ def _context_measurements(model, backbone, views, train_patches, profile, seed,
     where = views.train.central_patch(backbone.patch_size)  # (tile, row, col) per image
     x = np.asarray(tiles[where[:, 0], where[:, 1], where[:, 2]], dtype=np.float32)
     fractions = views.train.class_fractions(CONTEXT_CLASSES)
-    variances = analyses.feature_variances(train_patches)
-    m = scaled_m(profile.top_m, train_patches.shape[1])
+    m = scaled_m(profile.top_m, len(variances))
     n_splits = min(5, len(x) // 2)
     return [
         Measurement("r2", model, float(analyses.global_context_r2(
