@@ -1,7 +1,7 @@
 """Measured numbers with what is needed to resample them.
 
 A claim test produces `Measurement`s: one number each (a row of the metric table,
-see the column list in `ROW_KEYS`), optionally with per-unit statistics (per val image,
+its columns are `harness.claims.KEY_COLUMNS`), optionally with per-unit statistics (per val image,
 per video) from which the same number can be recomputed on a bootstrap resample of
 the units. The table handed to `harness.claims.judge` is `to_table(measurements)`;
 the resampled tables for claim X.1 come from `resampled_tables(...)`.
@@ -17,12 +17,6 @@ import numpy as np
 import pandas as pd
 
 from harness.probes.metrics import miou_from_confusion
-
-# Columns that identify a row (besides `value`); see /shared CLAIMS.md and the README.
-ROW_KEYS = (
-    "metric", "model", "dataset", "probe", "layer", "n_train", "corruption", "level",
-    "m", "class_name", "subset", "pair", "outcome", "exclude_source", "gap", "zeroed",
-)
 
 
 def _ratio_of_sums(units: np.ndarray) -> float:

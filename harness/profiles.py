@@ -71,6 +71,12 @@ PROFILES = {
 }
 
 
+def paper_linear(model: str) -> str:
+    """The probe the paper uses per model: BatchNorm before the linear layer for MAE only
+    ('linear_bn'), a plain linear layer ('linear') for every other model."""
+    return "linear_bn" if model == "mae" else "linear"
+
+
 def scaled_m(m: int, width: int) -> int:
     """The paper's m counts features of a 768-wide ViT-B; a narrower (smoke) model drops
     the same fraction of its features."""

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.profiles import paper_linear  # noqa: F401  (re-exported: relations read it)
+
 # Columns that identify a row besides `value` (the "row key" of METRICS.md).
 KEY_COLUMNS = (
     "metric", "model", "dataset", "probe", "layer", "n_train", "corruption", "level",
@@ -53,11 +55,6 @@ class MissingMeasurements(LookupError):
     def __init__(self, missing: Iterable[str]):
         self.missing = list(dict.fromkeys(missing))
         super().__init__("missing measurements: " + "; ".join(self.missing))
-
-
-def paper_linear(model: str) -> str:
-    """The paper's linear probe: BatchNorm before the linear layer for MAE only."""
-    return "linear_bn" if model == "mae" else "linear"
 
 
 def describe(metric: str, where: dict[str, Any]) -> str:

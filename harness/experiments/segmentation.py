@@ -15,20 +15,14 @@ import numpy as np
 from harness import analyses, probes
 from harness.experiments.common import Embed, flat_patches, per_patch
 from harness.measurements import Measurement
-from harness.profiles import Profile, scaled_m
+from harness.profiles import Profile, paper_linear, scaled_m
 from harness.views import IGNORE
 
-# Which linear probe the paper uses per model: BatchNorm before the linear layer for MAE only.
-PAPER_LINEAR = {"mae": "linear_bn"}
 # Models whose BatchNorm/no-BatchNorm contrast the paper discusses (S3.5, S4.5).
 BN_CONTRAST_MODELS = ("mae", "simmim")
 # Models for which every pruning level is measured (S4.2); others get m in {0, top_m}.
 PRUNING_CURVE_MODELS = ("mae", "simmim")
 CONTEXT_CLASSES = ("road", "building", "vegetation")  # S4.6
-
-
-def paper_linear(model: str) -> str:
-    return PAPER_LINEAR.get(model, "linear")
 
 
 @dataclass
