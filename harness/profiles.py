@@ -78,8 +78,9 @@ def paper_linear(model: str) -> str:
 
 
 def scaled_m(m: int, width: int) -> int:
-    """The paper's m counts features of a 768-wide ViT-B; a narrower (smoke) model drops
-    the same fraction of its features."""
-    if width == PAPER_WIDTH:
+    """The paper's m counts features of a 768-wide ViT-B. Real models keep that count
+    (a ViT-L's "200 highest-variance features" are 200 of its 1024); a narrower (smoke)
+    model drops the same fraction of its features."""
+    if width >= PAPER_WIDTH:
         return m
     return int(round(m * width / PAPER_WIDTH))
