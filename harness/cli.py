@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "harness.commands.show_views",
     "harness.commands.report",
     "harness.commands.compare",
+    "harness.commands.claims",
 ]
 
 

@@ -1,16 +1,26 @@
-"""The paper's claims: catalogue, relations over metric tables, and verdicts.
+"""The paper's claims as tests, and how a claim is judged.
+
+A claim is a test function in claims/ marked `@claim(ID, ...)`: its docstring the finding,
+its keyword defaults the thresholds, its body plain asserts over the measured numbers (see
+harness.claims.claim). The claims/ modules are the catalogue (`catalogue()`, `harness claims`).
 
     from harness.claims import judge
-    result = judge("S3.2", table)               # table: METRICS.md metric table
-    result.verdict                              # 'verified', 'contradicted', ...
-
-`CLAIMS` maps each id of shared/CLAIMS.md to its `Claim`; `judge` evaluates the claim's
-relation (with thresholds overridable by name) and, given bootstrap tables, its stability.
+    result = judge("S3.2", table)       # table: a metric table (harness.measurements)
+    result.verdict                      # 'verified', 'contradicted', 'fragile', ...
 """
 
-from harness.claims.catalogue import CLAIMS, SECTIONS, Claim
-from harness.claims.relations import Outcome
-from harness.claims.table import KEY_COLUMNS, MissingMeasurements, paper_linear
+from harness.claims.claim import (
+    SECTIONS,
+    ClaimSpec,
+    NotJudged,
+    catalogue,
+    claim,
+    claim_order,
+    expect,
+    get_claim,
+    need,
+    resolve_thresholds,
+)
 from harness.claims.verdict import (
     CONTRADICTED,
     ERROR,
@@ -26,9 +36,10 @@ from harness.claims.verdict import (
     judge,
     skipped,
 )
+from harness.measurements import reported
 
 __all__ = [
-    "CLAIMS", "SECTIONS", "Claim", "Outcome", "KEY_COLUMNS", "MissingMeasurements", "paper_linear",
-    "ClaimResult", "judge", "skipped", "jsonable", "VERDICTS", "VERIFIED", "CONTRADICTED", "FRAGILE",
-    "NOT_JUDGED", "SKIPPED", "ERROR", "FRAGILE_BELOW", "UNTRAINED_REASON",
+    "SECTIONS", "ClaimSpec", "NotJudged", "catalogue", "claim", "claim_order", "expect", "get_claim",
+    "need", "reported", "resolve_thresholds", "ClaimResult", "judge", "skipped", "jsonable", "VERDICTS", "VERIFIED",
+    "CONTRADICTED", "FRAGILE", "NOT_JUDGED", "SKIPPED", "ERROR", "FRAGILE_BELOW", "UNTRAINED_REASON",
 ]
