@@ -1,4 +1,5 @@
-"""Root conftest: the harness's pytest plugin is loaded through its pytest11 entry point
-(harness.plugin); the claims' session fixtures live in fixtures/ and are registered here."""
+"""Root conftest: loads the harness's pytest plugin (options `--claims-*`, the claim judging and
+the report) and the claims' session fixtures. They are loaded here, not through an entry
+point, so installing the project changes no other pytest run in the environment."""
 
-pytest_plugins = ["fixtures.plugin"]
+pytest_plugins = ["harness.plugin", "fixtures.plugin"]
