@@ -26,8 +26,8 @@ def builds(cache: Path) -> list[dict]:
 @pytest.mark.slow
 def test_smoke_profile_runs_end_to_end_and_a_warm_rerun_extracts_nothing(tmp_path):
     cache, reports = tmp_path / "cache", tmp_path / "reports"
-    args = ["--profile", "smoke", "--models", "dino,mae", "-k", "S3.3 or S4.2 or S5.1",
-            "--cache-dir", str(cache), "--report-dir", str(reports)]
+    args = ["--claims-profile", "smoke", "--claims-models", "dino,mae", "-k", "S3.3 or S4.2 or S5.1",
+            "--claims-cache-dir", str(cache), "--claims-report-dir", str(reports)]
     cold = run_claims(*args)
     assert cold.returncode == 0, cold.stdout[-3000:] + cold.stderr[-3000:]
     report = json.loads((reports / "claims.json").read_text())
@@ -36,9 +36,9 @@ def test_smoke_profile_runs_end_to_end_and_a_warm_rerun_extracts_nothing(tmp_pat
     for claim_id in ("S3.3", "S4.2"):
         assert by_id[claim_id]["verdict"] == "not judged"
         assert by_id[claim_id]["measured"], claim_id
-    # S5.1 compares dino, dinov2, supervised and mae: the two missing models are named.
-    assert by_id["S5.1"]["verdict"] in ("not judged", "skipped")
-    assert "dinov2" in json.dumps(by_id["S5.1"])
+    # S5.1 compares dino, dinov2, supervised and mae: it skips naming a model left out.
+    assert by_id["S5.1"]["verdict"] == "skipped"
+    assert "not among this run's models" in by_id["S5.1"]["skip_reason"]
     first = builds(cache)
     keys = [json.dumps(b["key"], sort_keys=True) for b in first]
     assert first and len(keys) == len(set(keys)), "an embedding entry was built twice"
@@ -52,8 +52,8 @@ def test_smoke_profile_runs_end_to_end_and_a_warm_rerun_extracts_nothing(tmp_pat
 def test_a_partial_dataset_skips_with_what_is_missing(tmp_path):
     data = tmp_path / "data"
     (data / "cityscapes" / "leftImg8bit" / "train").mkdir(parents=True)  # no gtFine/
-    result = run_claims("-k", "S3.2", "-rs", "--data-root", str(data),
-                        "--cache-dir", str(tmp_path / "cache"), "--report-dir", str(tmp_path / "r"))
+    result = run_claims("-k", "S3.2", "-rs", "--claims-data-root", str(data),
+                        "--claims-cache-dir", str(tmp_path / "cache"), "--claims-report-dir", str(tmp_path / "r"))
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 skipped" in result.stdout
     assert "gtFine" in result.stdout
@@ -64,13 +64,14 @@ def test_a_partial_dataset_skips_with_what_is_missing(tmp_path):
 
 def test_no_data_root_skips_every_claim_and_still_writes_the_report(tmp_path):
     env = {"VITCLAIMS_DATA": ""}
-    result = run_claims("--report-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), env=env)
+    result = run_claims("--claims-report-dir", str(tmp_path / "r"), "--claims-cache-dir", str(tmp_path / "c"), env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "35 skipped" in result.stdout
     report = json.loads((tmp_path / "r" / "claims.json").read_text())
-    assert {c["verdict"] for c in report["claims"]} == {"skipped"}
-    assert all("data root" in c["skip_reason"] or "no section" in c["skip_reason"]
-               for c in report["claims"])
+    verdicts = {c["id"]: c["verdict"] for c in report["claims"]}
+    assert {v for k, v in verdicts.items() if k.startswith("S")} == {"skipped"}
+    assert all("no data root" in c["skip_reason"] for c in report["claims"] if c["id"].startswith("S"))
+    assert verdicts["X.1"] == verdicts["X.2"] == "not judged"  # nothing was measured
 
 
 def test_missing_weights_skip_naming_what_to_download(tmp_path):
@@ -79,8 +80,8 @@ def test_missing_weights_skip_naming_what_to_download(tmp_path):
     from harness.data.synthetic import write_world
 
     data = write_world(tmp_path / "data", seed=0, names=["cityscapes"])
-    result = run_claims("-k", "S3.3", "-rs", "--data-root", str(data), "--cache-dir",
-                        str(tmp_path / "cache"), "--report-dir", str(tmp_path / "r"),
+    result = run_claims("-k", "S3.3", "-rs", "--claims-data-root", str(data), "--claims-cache-dir",
+                        str(tmp_path / "cache"), "--claims-report-dir", str(tmp_path / "r"),
                         env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 skipped" in result.stdout

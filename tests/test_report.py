@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from harness.claims import CLAIMS, judge, skipped
+from harness.claims import catalogue, judge, skipped
 from harness.report import SCHEMA_VERSION, ReportError, build_report, load_report, write_report
 from harness.report.figures import FIGURES, draw_all
 from harness.report.html import render_html
@@ -25,10 +25,11 @@ def full_report() -> dict:
     """Every paper claim judged on the paper-like world (S3.12 broken), with one skip."""
     world = paper_world()
     results = [judge(cid, BREAKS["S3.12"](world) if cid == "S3.12" else world)
-               for cid, claim in CLAIMS.items() if claim.relation is not None and cid != "S6.6"]
+               for cid in catalogue() if not cid.startswith("X.") and cid != "S6.6"]
     results.append(skipped("S6.6", "MOT17 not found under DATA/mot17"))
-    return build_report(results, run={"profile": "paper", "models": ["dino"]}, run_info={"seeds": {"root": 0}},
-                        environment=ENVIRONMENT)
+    run_info = {"seeds": {"root": 0}, "conventions": {"blur": "centred box kernel on the 224 px tile"}}
+    return build_report(results, run={"profile": "paper", "models": ["dino"]}, run_info=run_info,
+                        rows=world.to_dict(orient="records"), environment=ENVIRONMENT)
 
 
 def test_json_report_has_schema_run_and_every_claim(full_report):
@@ -37,29 +38,25 @@ def test_json_report_has_schema_run_and_every_claim(full_report):
     assert report["schema_version"] == SCHEMA_VERSION
     assert report["device"] == "cpu" and report["run_info"]["seeds"] == {"root": 0}
     ids = [c["id"] for c in report["claims"]]
-    assert ids == [cid for cid in CLAIMS if CLAIMS[cid].relation is not None]  # catalogue order
+    assert ids == list(catalogue())  # catalogue order, X.1 and X.2 listed as not run
     verdicts = {c["id"]: c["verdict"] for c in report["claims"]}
     assert verdicts["S3.12"] == "contradicted" and verdicts["S6.6"] == "skipped" and verdicts["S3.1"] == "verified"
-    assert report["summary"] == {"verified": 31, "contradicted": 1, "skipped": 1}
+    assert report["summary"] == {"verified": 31, "contradicted": 1, "skipped": 1, "not run": 2}
     s48 = next(c for c in report["claims"] if c["id"] == "S4.8")
     assert s48["rows"] and {"metric", "model", "value"} <= set(s48["rows"][0])
-    assert report["meta"]["X.2"]["verdict"] == "skipped"
-
-
-def test_meta_claims_recorded_by_a_test_are_not_summarised_again(full_report):
-    from harness.claims import ClaimResult
-
-    x1 = ClaimResult(id="X.1", statement=CLAIMS["X.1"].statement, verdict="verified", message="all stable")
-    report = build_report([x1], environment=ENVIRONMENT)
-    assert set(report["meta"]) == {"X.2"}
-    assert [c["verdict"] for c in report["claims"] if c["id"] == "X.1"] == ["verified"]
-    assert set(full_report["meta"]) == {"X.1", "X.2"}
+    assert len(report["rows"]) >= len(paper_world())  # every row of the run once
 
 
 def test_claims_without_result_are_listed_as_not_run():
     report = build_report([], environment=ENVIRONMENT)
     assert {c["verdict"] for c in report["claims"]} == {"not run"}
-    assert len(report["claims"]) == 33
+    assert len(report["claims"]) == 35
+
+
+def test_the_run_conventions_are_recorded_in_markdown_and_html(full_report):
+    assert "## Conventions of this run" in render_markdown(full_report)
+    assert "centred box kernel on the 224 px tile" in render_markdown(full_report)
+    assert "centred box kernel on the 224 px tile" in render_html(full_report)
 
 
 def test_environment_is_measured_when_not_given():
@@ -145,7 +142,7 @@ def test_write_and_load_round_trip(tmp_path, full_report):
 def test_load_report_rejects_other_schemas_and_non_reports(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"schema_version": 0, "claims": []}))
-    with pytest.raises(ReportError, match="schema_version 0; this harness reads version 1"):
+    with pytest.raises(ReportError, match=f"schema_version 0; this harness reads version {SCHEMA_VERSION}"):
         load_report(old)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -1,59 +1,33 @@
 """Comparing two claims reports (X.2): verdict changes and per-row metric deltas.
 
-A row is matched across reports by its row key (metric, model and every parameter of
-METRICS.md). A drop larger than the tolerance is a regression only for metrics where
-higher is better; the others (variance ratios, feature overlaps, reconstruction MSE,
-the majority-class fraction, background/other retrieval rates) describe the model rather
-than rank it, so a change in them is shown but never fails.
+A row is matched across reports by its row key (metric, model and every key column of the
+metric table, harness.measurements). A drop larger than the tolerance is a regression only
+for metrics where higher is better (`harness.measurements.METRICS`); the others (variance
+ratios, feature overlaps, reconstruction MSE, the majority-class fraction, background/other
+retrieval rates) describe the model rather than rank it, so a change in them is shown but
+never fails.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tabulate import tabulate
 
-from harness.claims.table import KEY_COLUMNS
-
-DEFAULT_TOLERANCE = 0.02  # absolute drop allowed before a metric counts as a regression
-
-HIGHER_IS_BETTER = {"miou", "iou", "r2", "instance_acc", "category_acc", "category_acc_wrong", "accuracy"}
-# Retrieval rates: finding the original patch or a patch of the same category is better.
-BETTER_OUTCOMES = {"original", "same_fine", "same_super"}
+from harness.measurements import DEFAULT_TOLERANCE, row_key, row_label
+from harness.measurements import higher_is_better as _higher_is_better
 
 RowKey = tuple[tuple[str, Any], ...]
 
 
-def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    return str(value)
-
-
-def row_key(record: Mapping[str, Any]) -> RowKey:
-    """The identity of a metric row: every key column that has a value (numbers as floats)."""
-    return tuple((col, v) for col in KEY_COLUMNS if (v := _plain(record.get(col))) is not None)
-
-
 def key_text(key: RowKey) -> str:
-    parts = dict(key)
-    metric, model = parts.pop("metric", "?"), parts.pop("model", "?")
-    shown = " ".join(f"{k}={int(v) if isinstance(v, float) and v.is_integer() else v}" for k, v in parts.items())
-    return f"{metric} [{model}] {shown}".strip()
+    return row_label(dict(key))
 
 
 def higher_is_better(key: RowKey) -> bool:
-    parts = dict(key)
-    if parts.get("metric") == "rate":
-        return parts.get("outcome") in BETTER_OUTCOMES
-    return parts.get("metric") in HIGHER_IS_BETTER
+    return _higher_is_better(dict(key))
 
 
 def row_values(rows: Iterable[Mapping[str, Any]]) -> dict[RowKey, float]:

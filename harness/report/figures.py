@@ -1,7 +1,7 @@
 """The paper's figures redrawn from a report's metric rows (matplotlib, Agg backend).
 
-Each figure function takes the report's rows as one DataFrame and returns a matplotlib
-Figure, or raises `NoData` saying what is missing; `draw_all` turns every figure into a
+Each figure function takes the report's rows as one DataFrame and the paper's values by
+claim id, and returns a matplotlib Figure, or raises `NoData` saying what is missing; `draw_all` turns every figure into a
 PNG (bytes) or a note, so a report with missing data loses a figure, never the page.
 """
 
@@ -19,11 +19,17 @@ matplotlib.use("Agg")  # no display: figures are rendered to PNG only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.claims import CLAIMS  # noqa: E402
-from harness.claims.table import middle, paper_linear, select  # noqa: E402
-from harness.report.compare import row_key  # noqa: E402
+from harness.measurements import RATE_OUTCOMES as OUTCOMES  # noqa: E402
+from harness.measurements import row_key, select  # noqa: E402
+from harness.profiles import paper_linear  # noqa: E402
 
-OUTCOMES = ("original", "same_fine", "same_super", "other", "background")
+Paper = Mapping[str, Mapping[str, Any]]  # claim id -> the paper's values
+
+
+def middle(values) -> Any:
+    """The middle of the sorted distinct values (72 of 36/72/144)."""
+    ordered = sorted(set(values))
+    return ordered[len(ordered) // 2]
 
 
 class NoData(LookupError):
@@ -47,6 +53,14 @@ def report_table(report: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(list(unique.values()))
 
 
+def _last_layer(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows at each model's last layer (an empty layer cell counts as the last)."""
+    if "layer" not in rows.columns or rows.empty:
+        return rows
+    last = rows.groupby("model")["layer"].transform("max")
+    return rows[rows["layer"].isna() | (rows["layer"] == last)]
+
+
 def _need(rows: pd.DataFrame, what: str) -> pd.DataFrame:
     if rows.empty:
         raise NoData(f"no {what} in this report")
@@ -59,8 +73,9 @@ def _middle_n(rows: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def fig1_knn_vs_linear(t: pd.DataFrame) -> plt.Figure:
-    rows = _need(select(t, "miou", dataset="cityscapes", layer=12, corruption="none", m=0), "clean Cityscapes mIoU")
+def fig1_knn_vs_linear(t: pd.DataFrame, paper: Paper) -> plt.Figure:
+    rows = _need(_last_layer(select(t, "miou", dataset="cityscapes", corruption="none", m=0, variant="main",
+                                    classes="all")), "clean Cityscapes mIoU")
     if "n_train" not in rows.columns or rows["n_train"].nunique() < 2:
         raise NoData("no mIoU by training-set size")
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -76,8 +91,8 @@ def fig1_knn_vs_linear(t: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def fig2_layers(t: pd.DataFrame) -> plt.Figure:
-    rows = select(t, "miou", dataset="cityscapes", probe="knn", corruption="none", m=0)
+def fig2_layers(t: pd.DataFrame, paper: Paper) -> plt.Figure:
+    rows = select(t, "miou", dataset="cityscapes", probe="knn", corruption="none", m=0, variant="main", classes="all")
     if "layer" not in rows.columns or rows["layer"].nunique() < 2:
         raise NoData("no kNN mIoU at two or more layers")
     rows = _middle_n(rows.dropna(subset=["layer"]))
@@ -88,9 +103,9 @@ def fig2_layers(t: pd.DataFrame) -> plt.Figure:
         axes[0].plot(curve.index, curve.values, marker="o", label=model)
     axes[0].set(xlabel="layer", ylabel="kNN mIoU", title="Fig 2: kNN mIoU per layer")
     axes[0].legend(fontsize=7)
-    paper = CLAIMS["S3.8"].paper
+    bus_paper = paper.get("S3.8", {})
     layers = [9, 12]
-    axes[1].bar([x - 0.2 for x in range(2)], [paper[f"bus_iou_layer{n}"] for n in layers], 0.4,
+    axes[1].bar([x - 0.2 for x in range(2)], [bus_paper.get(f"bus_iou_layer{n}", float("nan")) for n in layers], 0.4,
                 color="lightgray", label="paper")
     if "layer" in bus.columns and not bus.empty:
         measured = bus.groupby("layer")["value"].mean()
@@ -102,8 +117,8 @@ def fig2_layers(t: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def fig3_robustness(t: pd.DataFrame) -> plt.Figure:
-    rows = select(t, "miou", dataset="cityscapes", layer=12, m=0)
+def fig3_robustness(t: pd.DataFrame, paper: Paper) -> plt.Figure:
+    rows = _last_layer(select(t, "miou", dataset="cityscapes", m=0, variant="main", classes="all"))
     if "corruption" not in rows.columns:
         raise NoData("no corrupted mIoU")
     kinds = [k for k in rows["corruption"].dropna().unique() if k not in ("none", "shift")]
@@ -127,8 +142,8 @@ def fig3_robustness(t: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def fig4a_variance(t: pd.DataFrame) -> plt.Figure:
-    rows = _need(select(t, "variance_ratio", layer=12), "feature-variance ratios (S4.1)")
+def fig4a_variance(t: pd.DataFrame, paper: Paper) -> plt.Figure:
+    rows = _need(select(t, "variance_ratio"), "feature-variance ratios (S4.1)")
     ratios = rows.groupby("model")["value"].mean().sort_values()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.bar(ratios.index, ratios.values, color=["C3" if m in ("mae", "simmim") else "C0" for m in ratios.index])
@@ -137,8 +152,9 @@ def fig4a_variance(t: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def fig4_pruning(t: pd.DataFrame) -> plt.Figure:
-    rows = select(t, "miou", dataset="cityscapes", probe="knn", layer=12, corruption="none")
+def fig4_pruning(t: pd.DataFrame, paper: Paper) -> plt.Figure:
+    rows = _last_layer(select(t, "miou", dataset="cityscapes", probe="knn", corruption="none", variant="main",
+                              classes="all"))
     if "m" not in rows.columns or rows["m"].dropna().nunique() < 1:
         raise NoData("no kNN mIoU after removing high-variance features (m > 0)")
     rows = _middle_n(rows.assign(m=rows["m"].fillna(0)))
@@ -149,14 +165,14 @@ def fig4_pruning(t: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, curve in curves.items():
         ax.plot(curve.index, curve.values, marker="o", label=model)
-    paper = CLAIMS["S4.2"].paper
-    ax.plot(list(paper), list(paper.values()), "kx", markersize=9, label="paper (mae)")
+    pruning = {int(str(k).split("=")[-1]): v for k, v in paper.get("S4.2", {}).items()}
+    ax.plot(list(pruning), list(pruning.values()), "kx", markersize=9, label="paper (mae)")
     ax.set(xlabel="m (highest-variance features removed)", ylabel="kNN mIoU", title="Fig 4b/c: pruning")
     ax.legend(fontsize=7)
     return fig
 
 
-def fig_s4_tables(t: pd.DataFrame) -> plt.Figure:
+def fig_s4_tables(t: pd.DataFrame, paper: Paper) -> plt.Figure:
     r2, overlap = select(t, "r2", model="mae"), select(t, "overlap", model="mae")
     if r2.empty and overlap.empty:
         raise NoData("no R^2 (S4.6) or feature overlap (S4.7)")
@@ -165,11 +181,11 @@ def fig_s4_tables(t: pd.DataFrame) -> plt.Figure:
         (axes[0], r2, "subset", "S4.6", "S4.6: R^2 of global context"),
         (axes[1], overlap, "pair", "S4.7", "S4.7: shared top-200 features"),
     ):
-        paper = CLAIMS[claim].paper
-        labels = list(paper)
+        values = paper.get(claim, {})
+        labels = list(values)
         measured = rows.groupby(column)["value"].mean() if column in rows.columns else pd.Series(dtype=float)
         x = range(len(labels))
-        ax.bar([i - 0.2 for i in x], [paper[k] for k in labels], 0.4, color="lightgray", label="paper")
+        ax.bar([i - 0.2 for i in x], [values[k] for k in labels], 0.4, color="lightgray", label="paper")
         ax.bar([i + 0.2 for i in x], [measured.get(k, float("nan")) for k in labels], 0.4, color="C0", label="measured")
         ax.set_xticks(list(x), labels, fontsize=8)
         ax.set_title(title)
@@ -200,15 +216,15 @@ def _rates(t: pd.DataFrame, exclude_source: bool, title: str) -> plt.Figure:
     return fig
 
 
-def fig5_retrieval(t: pd.DataFrame) -> plt.Figure:
+def fig5_retrieval(t: pd.DataFrame, paper: Paper) -> plt.Figure:
     return _rates(t, False, "Fig 5: what the nearest patch is, by transformation level")
 
 
-def fig6_retrieval_excluded(t: pd.DataFrame) -> plt.Figure:
+def fig6_retrieval_excluded(t: pd.DataFrame, paper: Paper) -> plt.Figure:
     return _rates(t, True, "Fig 6: the same with the source image excluded")
 
 
-def fig7_association(t: pd.DataFrame) -> plt.Figure:
+def fig7_association(t: pd.DataFrame, paper: Paper) -> plt.Figure:
     rows = select(t, "instance_acc")
     if rows.empty or "gap" not in rows.columns:
         raise NoData("no association accuracy by frame gap")
@@ -224,7 +240,7 @@ def fig7_association(t: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-FIGURES: list[tuple[str, str, Callable[[pd.DataFrame], plt.Figure]]] = [
+FIGURES: list[tuple[str, str, Callable[[pd.DataFrame, Paper], plt.Figure]]] = [
     ("fig1", "Fig 1: kNN vs linear by training-set size (S3.1-S3.4)", fig1_knn_vs_linear),
     ("fig2", "Fig 2: layer curves, and the S3.8 'bus' jump", fig2_layers),
     ("fig3", "Fig 3: robustness to corruptions (S3.10-S3.12)", fig3_robustness),
@@ -239,6 +255,7 @@ FIGURES: list[tuple[str, str, Callable[[pd.DataFrame], plt.Figure]]] = [
 
 def draw_all(report: Mapping[str, Any]) -> list[Drawn]:
     table = report_table(report)
+    paper = {c["id"]: c.get("paper") or {} for c in report.get("claims", [])}
     drawn = []
     for key, title, draw in FIGURES:
         if table.empty:
@@ -247,7 +264,7 @@ def draw_all(report: Mapping[str, Any]) -> list[Drawn]:
         try:
             with warnings.catch_warnings():  # matplotlib's layout chatter is not the user's business
                 warnings.simplefilter("ignore")
-                fig = draw(table)
+                fig = draw(table, paper)
         except NoData as missing:
             drawn.append(Drawn(key, title, None, str(missing)))
             continue

@@ -11,7 +11,13 @@ from tabulate import tabulate
 
 from harness.report.figures import draw_all
 from harness.report.json import section_title
-from harness.report.markdown import fmt_numbers, fmt_value, overview_rows, sections
+from harness.report.markdown import (
+    conventions_rows,
+    fmt_numbers,
+    fmt_value,
+    overview_rows,
+    sections,
+)
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }
@@ -47,11 +53,11 @@ def render_html(report: Mapping[str, Any]) -> str:
         for verdict in ("verified", "contradicted", "fragile"):  # colour the verdict cells
             table = table.replace(f"<td>{verdict}</td>", f'<td class="{verdict}">{verdict}</td>')
         parts.append(table)
-    meta = report.get("meta", {})
-    if meta:
-        parts.append("<h2>X Beyond the paper: summary of this run</h2>")
-        parts.append(tabulate([(k, v["statement"], v["verdict"], v["message"]) for k, v in meta.items()],
-                              headers=["ID", "finding", "verdict", "detail"], tablefmt="html"))
+    conventions = conventions_rows(report)
+    if conventions:
+        parts.append("<h2>Conventions of this run</h2><p>Where the paper leaves room, the choices the "
+                     "numbers were measured with.</p>")
+        parts.append(tabulate(conventions, headers=["what", "convention"], tablefmt="html"))
     parts.append("<h2>Figures</h2>")
     for drawn in draw_all(report):
         if drawn.png is None:
@@ -69,6 +75,8 @@ def render_html(report: Mapping[str, Any]) -> str:
                 parts.append(f"<li>{label}: {_esc(fmt_numbers(claim[label], limit=None))}</li>")
         if claim.get("holds_fraction") is not None:
             parts.append(f"<li>holds in {claim['holds_fraction']:.1%} of bootstrap resamples</li>")
+        if claim.get("train_holds_fraction") is not None:
+            parts.append(f"<li>holds on {claim['train_holds_fraction']:.1%} of few-shot training subsets</li>")
         if claim.get("ci"):
             parts.append("<li>95% intervals: " + _esc("; ".join(
                 f"{k}: {fmt_value(v)}" for k, v in claim["ci"].items())) + "</li>")

@@ -12,11 +12,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.claims import CLAIMS, SECTIONS, ClaimResult, jsonable
-from harness.report.compare import row_key
+from harness.claims import SECTIONS, ClaimResult, catalogue, claim_order, jsonable
+from harness.measurements import row_key
 
 # Bump when the layout of claims.json changes; baselines of another version are refused.
-SCHEMA_VERSION = 1
+# 2: one test per claim (rows read by its body), X.1/X.2 as claims, the report's conventions.
+SCHEMA_VERSION = 2
 NOT_RUN = "not run"
 
 # Distributions whose versions change the numbers (faiss ships as one of two wheels).
@@ -74,40 +75,39 @@ def environment(device_name: str | None = None) -> dict[str, Any]:
             "python": sys.version.split()[0]}
 
 
-def _order(result: Mapping[str, Any]) -> tuple[int, str]:
-    ids = list(CLAIMS)
-    return (ids.index(result["id"]) if result["id"] in CLAIMS else len(ids), result.get("nodeid") or "")
+def _order(result: Mapping[str, Any]) -> tuple:
+    return (*claim_order(result["id"]), result.get("nodeid") or "")
 
 
 def build_report(
     results: Iterable[ClaimResult | Mapping[str, Any]],
     run: Mapping[str, Any] | None = None,
     run_info: Mapping[str, Any] | None = None,
+    rows: Iterable[Mapping[str, Any]] = (),
     environment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report dict: run config, environment, every claim's result, and the claims not run.
+    """The report dict: run config, environment, every claim's result (claims of the catalogue
+    that no test of this run judged are listed as 'not run'), and every metric row the run
+    measured (`rows`, for the figures and baselines) once.
 
     `environment` (versions, git, device) is measured here unless given (tests give it)."""
     claims = [r.to_dict() if isinstance(r, ClaimResult) else jsonable(dict(r)) for r in results]
-    for claim in claims:
-        claim.setdefault("section", CLAIMS[claim["id"]].section if claim["id"] in CLAIMS else "")
     seen = {c["id"] for c in claims}
-    for claim in CLAIMS.values():
-        if claim.relation is not None and claim.id not in seen:
+    for spec in catalogue().values():
+        if spec.id not in seen:
             claims.append({
-                "id": claim.id, "section": claim.section, "statement": claim.statement,
-                "verdict": NOT_RUN, "measured": {}, "paper": jsonable(claim.paper),
-                "thresholds": jsonable(claim.thresholds), "message": "no test of this claim ran in this run",
+                "id": spec.id, "section": spec.section, "statement": spec.statement, "ref": spec.ref,
+                "verdict": NOT_RUN, "measured": {}, "paper": jsonable(spec.paper),
+                "thresholds": jsonable(spec.thresholds), "message": "no test of this claim ran in this run",
                 "rows": [],
             })
     claims.sort(key=_order)
-    rows: dict = {}  # every metric row of the run once, for figures and baselines
-    for claim in claims:
-        for row in [*claim.get("rows", []), *claim.pop("context_rows", [])]:
-            rows.setdefault(row_key(row), row)
+    unique: dict = {}
+    for row in [*rows, *(row for claim in claims for row in claim.get("rows", []))]:
+        unique.setdefault(row_key(row), jsonable(dict(row)))
     if environment is None:
         environment = globals()["environment"]()
-    report = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "run": jsonable(dict(run or {})),
@@ -115,37 +115,8 @@ def build_report(
         "run_info": jsonable(dict(run_info or {})),
         "summary": dict(Counter(c["verdict"] for c in claims)),
         "claims": claims,
-        "rows": list(rows.values()),
+        "rows": list(unique.values()),
     }
-    report["meta"] = meta_claims(report)
-    return report
-
-
-def meta_claims(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """X.1 and X.2 summarised over the run's claims (stability under resampling, regressions),
-    for those of the two that no claim test of this run recorded itself."""
-    claims = report["claims"]
-    recorded = {c["id"] for c in claims}
-    bootstrapped = [c for c in claims if c.get("holds_fraction") is not None]
-    fragile = [c["id"] for c in claims if c["verdict"] == "fragile"]
-    if not bootstrapped:
-        x1 = {"verdict": "not judged", "message": "no claim was judged with bootstrap resamples"}
-    elif fragile:
-        x1 = {"verdict": "fragile", "message": f"fragile under resampling: {', '.join(fragile)}"}
-    else:
-        x1 = {"verdict": "verified",
-              "message": f"{len(bootstrapped)} claims judged with resamples; none fragile"}
-    regressions = [dict(r, claim=c["id"]) for c in claims for r in c.get("regressions") or []]
-    if not report["run"].get("baseline"):
-        x2 = {"verdict": "skipped", "message": "no --baseline given"}
-    elif regressions:
-        x2 = {"verdict": "contradicted",
-              "message": f"{len(regressions)} metrics dropped by more than the tolerance",
-              "regressions": regressions}
-    else:
-        x2 = {"verdict": "verified", "message": "no metric dropped by more than the tolerance"}
-    meta = {"X.1": x1, "X.2": x2}
-    return {cid: {"statement": CLAIMS[cid].statement, **v} for cid, v in meta.items() if cid not in recorded}
 
 
 def dumps(report: Mapping[str, Any]) -> str:

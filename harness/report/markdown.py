@@ -7,7 +7,6 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.claims import CLAIMS
 from harness.report.json import section_title
 
 MAX_SHOWN = 6  # measured numbers shown in the overview row; all of them are in the details
@@ -35,14 +34,14 @@ def fmt_numbers(numbers: Mapping[str, Any] | None, limit: int | None = MAX_SHOWN
 def overview_rows(claims: list[Mapping[str, Any]], section: str) -> list[tuple[str, ...]]:
     return [
         (c["id"], c["statement"], c["verdict"], fmt_numbers(c.get("measured")) or c.get("skip_reason") or "",
-         fmt_numbers(c.get("paper")) or paper_ref(c["id"]))
+         fmt_numbers(c.get("paper")) or c.get("ref") or "")
         for c in claims if c.get("section") == section
     ]
 
 
-def paper_ref(claim_id: str) -> str:
-    claim = CLAIMS.get(claim_id)
-    return claim.paper_ref if claim else ""
+def conventions_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    conventions = (report.get("run_info") or {}).get("conventions") or {}
+    return [(str(k), fmt_value(v)) for k, v in sorted(conventions.items())]
 
 
 def sections(report: Mapping[str, Any]) -> list[str]:
@@ -64,11 +63,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for section in sections(report):
         lines += [f"## {section_title(section)}", "",
                   tabulate(overview_rows(report["claims"], section), headers=headers, tablefmt="github"), ""]
-    meta = report.get("meta", {})
-    if meta:
-        lines += ["## X Beyond the paper: summary of this run", "",
-                  tabulate([(k, v["statement"], v["verdict"], v["message"]) for k, v in meta.items()],
-                           headers=["ID", "finding", "verdict", "detail"], tablefmt="github"), ""]
+    conventions = conventions_rows(report)
+    if conventions:
+        lines += ["## Conventions of this run", "",
+                  "Where the paper leaves room, the choices the numbers were measured with.", "",
+                  tabulate(conventions, headers=["what", "convention"], tablefmt="github"), ""]
     lines += ["## Details", ""]
     for claim in report["claims"]:
         lines += [f"### {claim['id']} — {claim['verdict']}", "", claim.get("message") or "", ""]
@@ -76,7 +75,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             if claim.get(key):
                 lines.append(f"- {label}: {fmt_numbers(claim[key], limit=None)}")
         if claim.get("holds_fraction") is not None:
-            lines.append(f"- holds in {claim['holds_fraction']:.1%} of bootstrap resamples")
+            lines.append(f"- holds in {claim['holds_fraction']:.1%} of {claim.get('resamples') or ''} bootstrap resamples")
+        if claim.get("train_holds_fraction") is not None:
+            lines.append(f"- holds on {claim['train_holds_fraction']:.1%} of {claim.get('train_subsets')} "
+                         "few-shot training subsets")
         if claim.get("ci"):
             lines.append("- 95% intervals: " + "; ".join(f"{k}: {fmt_value(v)}" for k, v in claim["ci"].items()))
         for regression in claim.get("regressions") or []:

@@ -1,0 +1,274 @@
+"""A claims run as library code: which models, which data, where the cache is, and each
+section of the paper measured once per (section, model) through the measurement cache.
+
+    run = ClaimsRun.from_options(options)
+    cityscapes = run.segmentation("cityscapes", full=True)    # a Measurements
+    cityscapes.value("miou", model="mae", probe="knn")
+
+The claims' session fixtures (fixtures/plugin.py) are glue over this; `harness extract`
+uses the same dataset roots and store. A missing dataset raises `Unavailable` (the claims
+that read the section skip with what to download); a model whose weights are missing, or
+that the run leaves out, is listed in `Measurements.unavailable` (the claims that read it
+skip, naming the weights); a model whose measurement failed (a bad checkpoint, a full disk,
+a NaN embedding) is listed in `Measurements.failed` (those claims end in error, the others
+are still judged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import config
+from harness.measurements import Measurement, Measurements
+from harness.profiles import PROFILES, Profile
+
+PAPER_MODELS = ("dino", "dinov2", "mae", "simmim", "ibot", "supervised")
+# iBOT appears only in the retrieval experiment of the paper (S5.4).
+SEGMENTATION_MODELS = ("dino", "dinov2", "mae", "simmim", "supervised")
+
+
+class Unavailable(Exception):
+    """A dataset or a model's weights is missing: the reason says what to get and where."""
+
+
+@dataclass
+class ClaimsRun:
+    profile: Profile
+    models: tuple[str, ...]
+    weights: dict[str, str] = field(default_factory=dict)
+    data_root: Path | None = None
+    cache_dir: Path = field(default_factory=config.cache_dir)
+    train_seeds: int = 1
+    worker_index: int = 0  # xdist worker number: workers start on different models
+    record: Callable[[str, Any], None] = lambda key, value: None  # run information for the report
+    _backbones: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options, worker_index: int = 0,
+                     record: Callable[[str, Any], None] | None = None) -> ClaimsRun:
+        return cls(profile=PROFILES[options.profile], models=tuple(options.models),
+                   weights=dict(options.weights),
+                   data_root=Path(options.data_root) if options.data_root else None,
+                   cache_dir=Path(options.cache_dir), train_seeds=options.train_seeds,
+                   worker_index=worker_index, record=record or (lambda key, value: None))
+
+    # -- models --------------------------------------------------------------------------
+    def backbone(self, name: str):
+        """The loaded model, or Unavailable with what to download and where to put it."""
+        if name not in self.models:
+            raise Unavailable(f"{name}: not among this run's models (--claims-models {','.join(self.models)})")
+        if name not in self._backbones:
+            from harness import models
+
+            try:
+                if self.profile.untrained:
+                    backbone = models.load(name, random_init=True, smoke=True)
+                else:
+                    backbone = models.load(name, weights=self.weights.get(name), cache_dir=self.cache_dir)
+            except models.WeightsNotAvailableError as err:
+                backbone = Unavailable(str(err))
+            self._backbones[name] = backbone
+            if not isinstance(backbone, Unavailable):
+                self.record("weights", {name: {"id": backbone.weights_id, "digest": backbone.weights_digest}})
+        backbone = self._backbones[name]
+        if isinstance(backbone, Unavailable):
+            raise backbone
+        return backbone
+
+    # -- datasets --------------------------------------------------------------------------
+    def dataset_root(self, name: str) -> Path:
+        from harness import data
+
+        if self.profile.untrained:
+            from harness.data import synthetic
+
+            return synthetic.ensure_world(self.cache_dir, seed=config.ROOT_SEED) / name
+        if self.data_root is None:
+            raise Unavailable(
+                f"no data root: set --claims-data-root or ${config.DATA_ENV} to the folder holding "
+                f"'{name}/'. {data.HOW_TO_GET[name]}")
+        root = self.data_root / name
+        try:
+            data.check_layout(name, root)
+        except data.DatasetLayoutError as err:
+            raise Unavailable(str(err)) from None
+        return root
+
+    def record_subset(self, name: str, subset) -> None:
+        """Chosen ids (and notes on any shortfall) for the report's run_info.subsets."""
+        self.record("subsets", {name: subset.as_record() if hasattr(subset, "as_record") else {"ids": list(subset)}})
+
+    # -- embeddings and measurements --------------------------------------------------------
+    def store(self):
+        from harness.store import EmbeddingStore
+
+        return EmbeddingStore(self.cache_dir / "embeddings")
+
+    def embed(self, backbone, view, layers):
+        from harness.extract import embeddings
+
+        return embeddings(backbone, view, self.store(), layers=list(layers), progress=False)
+
+    def measure(self, section: str, models: Sequence[str], build_views: Callable[[], tuple[Any, list[str]]],
+                per_model: Callable[[str, Any, Any], list[Measurement]]) -> Measurements:
+        """`build_views()` -> (views, view keys) once, then `per_model(model, backbone, views)`
+        for each available model through the measurement cache. Workers start on different
+        models (rotated by worker number), so under -n 4 they build different entries at once."""
+        from harness import measurement_cache
+
+        views, view_keys = build_views()
+        wanted = list(models)
+        k = self.worker_index % max(1, len(wanted))
+        unavailable: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        found: dict[str, list[Measurement]] = {}
+        for model in wanted[k:] + wanted[:k]:
+            try:
+                backbone = self.backbone(model)
+                key = {"section": section, "model": model, "weights": backbone.weights_digest,
+                       "views": view_keys, "profile": self.profile.name}
+                found[model] = measurement_cache.get_or_build(
+                    self.cache_dir, key, lambda m=model, b=backbone: per_model(m, b, views))
+            except Unavailable as err:
+                unavailable[model] = str(err)
+            except _expected_failures() as err:
+                failed[model] = f"{model}: {type(err).__name__}: {err}"
+        rows = [m for model in wanted for m in found.get(model, [])]  # table order independent of the worker
+        return Measurements(rows, unavailable, name=section, failed=failed)
+
+    # -- the paper's sections ------------------------------------------------------------------
+    def segmentation(self, dataset: str, full: bool, train_seed: int = 0) -> Measurements:
+        """S3/S4 on Cityscapes (full: every layer, corruption and the variance analyses) or
+        ADE20K (the last layer); with --claims-train-seeds N, the same on N-1 more training
+        subsets as `alternates` (X.1)."""
+        from harness.experiments.segmentation import segmentation_measurements
+        from harness.experiments.views import segmentation_views
+
+        root = self.dataset_root(dataset)
+
+        def views():
+            return segmentation_views(self.profile, dataset, root, full,
+                                      self.record_subset if train_seed == 0 else None)
+
+        def per_model(model, backbone, built):
+            return segmentation_measurements(model, backbone, built, self.embed, self.profile,
+                                             seed=config.seed_for("probe"), with_layers=full,
+                                             with_corruptions=full, with_variance=full)
+
+        section = self.measure(f"segmentation/{dataset}/{'full' if full else 'last-layer'}",
+                               SEGMENTATION_MODELS, views, per_model)
+        return section
+
+    def retrieval(self) -> Measurements:
+        from harness.experiments.retrieval import retrieval_measurements
+        from harness.experiments.views import retrieval_views
+
+        root = self.dataset_root("fair1m")
+
+        def per_model(model, backbone, built):
+            return retrieval_measurements(model, backbone, built, self.embed, self.profile,
+                                          with_pruned=(model == "mae"))
+
+        return self.measure("retrieval/fair1m", PAPER_MODELS,
+                            lambda: retrieval_views(self.profile, root, self.record_subset), per_model)
+
+    def association(self, dataset: str) -> Measurements:
+        from harness.experiments.association import association_measurements
+        from harness.experiments.views import video_view
+
+        root = self.dataset_root(dataset)
+
+        def per_model(model, backbone, view):
+            return association_measurements(model, backbone, view, dataset, self.embed, self.profile)
+
+        return self.measure(f"association/{dataset}", SEGMENTATION_MODELS,
+                            lambda: video_view(self.profile, dataset, root, self.record_subset), per_model)
+
+    def feature_overlap(self) -> Measurements:
+        from harness.experiments.variance import overlap_measurements
+        from harness.experiments.views import overlap_views
+
+        roots = {d: self.dataset_root(d) for d in ("cityscapes", "ade20k", "fair1m")}
+
+        def per_model(model, backbone, built):
+            return overlap_measurements(model, backbone, built, self.embed, self.profile)
+
+        return self.measure("overlap", ("mae",), lambda: overlap_views(self.profile, roots, self.record_subset),
+                            per_model)
+
+    def reconstruction(self) -> Measurements:
+        from harness.experiments import reconstruction
+        from harness.experiments.views import segmentation_views
+
+        root = self.dataset_root("cityscapes")
+        decoder_path = self.mae_decoder_path()  # Unavailable (skip with instructions) before any work
+
+        def per_model(model, backbone, views):
+            from harness.analyses import top_variance_features
+            from harness.experiments.common import flat_patches
+            from harness.profiles import scaled_m
+
+            seg, _ = views
+            decoder = self.mae_decoder(backbone, decoder_path)
+            middle = sorted(seg.train_subsets)[len(seg.train_subsets) // 2]
+            x = flat_patches(self.embed(backbone, seg.train, [backbone.depth])[backbone.depth],
+                             seg.train_subsets[middle])
+            top = top_variance_features(x, scaled_m(self.profile.top_m, x.shape[1]))
+            return reconstruction.reconstruction_measurements(model, backbone, decoder, seg.val, top,
+                                                              seed=config.seed_for("recon"))
+
+        def views():
+            seg, keys = segmentation_views(self.profile, "cityscapes", root, False, self.record_subset)
+            return (seg, keys), keys
+
+        return self.measure("reconstruction", ("mae",), views, per_model)
+
+    # -- the MAE decoder (S4.8) ------------------------------------------------------------------
+    def mae_decoder_path(self) -> Path | None:
+        """The full MAE checkpoint (encoder + decoder); None on the smoke profile."""
+        from harness.experiments.reconstruction import FULL_CHECKPOINT
+
+        if self.profile.untrained:
+            return None
+        swapped = Path(self.weights.get("mae", ""))
+        if swapped.is_file() and holds_decoder(swapped):  # a swapped full checkpoint serves
+            return swapped
+        path = self.cache_dir / "weights" / FULL_CHECKPOINT
+        if path.is_file():
+            return path
+        raise Unavailable(
+            f"S4.8 needs the MAE decoder, shipped only in the full pretraining checkpoint "
+            f"{FULL_CHECKPOINT} of the official MAE release (facebookresearch/mae, "
+            f"'pretrain' table): put it at {path}")
+
+    def mae_decoder(self, backbone, path: Path | None):
+        from harness.experiments import reconstruction
+
+        if path is None:
+            return reconstruction.smoke_decoder(backbone.embed_dim, backbone.patch_size, self.profile.tile_out,
+                                                seed=config.seed_for("random_init", "mae_decoder"))
+        return reconstruction.load_decoder(path)
+
+
+def _expected_failures() -> tuple[type[BaseException], ...]:
+    """Failures of one model's measurement that must not take the other claims down: a bad
+    checkpoint, a NaN embedding, a full or unwritable disk."""
+    from harness.extract import NonFiniteEmbeddingError
+    from harness.models import CheckpointError
+
+    return (CheckpointError, NonFiniteEmbeddingError, OSError)
+
+
+def holds_decoder(path: Path) -> bool:
+    """Whether a checkpoint file holds MAE's decoder (the full pretraining checkpoint)."""
+    from harness.models.checkpoint import read_checkpoint
+
+    try:
+        raw = read_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a readable checkpoint: loading the encoder says why
+        return False
+    state = raw.get("model", raw) if isinstance(raw, dict) else {}
+    return any(str(k).startswith("decoder_") for k in state)
