@@ -136,12 +136,13 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def remove_temp_files(folder: str | os.PathLike, *, only_dead: bool = True) -> list[Path]:
-    """Remove the temp files in `folder` left by killed writers (only_dead: those whose
-    process is gone on this machine; False: all of them, for a caller holding the lock
-    under which they are written). Returns what was removed."""
+def remove_temp_files(folder: str | os.PathLike, name: str = "*", *, only_dead: bool = True) -> list[Path]:
+    """Remove the temp files (or folders) of `name` (default: of every file) in `folder`
+    left by killed writers. only_dead: those whose process is gone on this machine; False:
+    all of them, for a caller holding the lock under which they are written. Returns what
+    was removed."""
     removed = []
-    for path in Path(folder).glob(f"*{TEMP_MARK}*"):
+    for path in Path(folder).glob(f"{name}{TEMP_MARK}*"):
         owner = temp_owner(path)
         if owner is None or (only_dead and _process_alive(owner)):
             continue
