@@ -18,9 +18,10 @@ so a test can record it (`record_property("filesystem", disk.kind)`):
   root or CAP_SYS_ADMIN; unmounted afterwards): ENOSPC comes from the kernel, and writing
   through an unreserved memory map dies with SIGBUS exactly as on a full disk. Else
   "patched": os.write, os.pwrite and os.posix_fallocate on files under the folder raise
-  ENOSPC (or write short) once the files there would pass the size; what the harness
-  writes goes through those calls (harness.io, the store's reservation), other writers and
-  memory-mapped pages are not seen.
+  ENOSPC (or write short) once the files there would pass the size, and os.statvfs
+  (shutil.disk_usage) reports that size; what the harness writes goes through those calls
+  (harness.io, the store's reservation), other writers and memory-mapped pages are not
+  seen.
 - read_only_folder: "chmod" for a normal user (permission bits hold); for root, which
   ignores them, a "read-only bind mount" (EROFS, the whole tree; needs CAP_SYS_ADMIN),
   else "chattr +i" on every folder of the tree (EPERM; needs CAP_LINUX_IMMUTABLE and an
@@ -178,8 +179,19 @@ def _patch_writes(patch: pytest.MonkeyPatch, disk: SmallDisk) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_fallocate(fd, offset, length)
 
+    real_statvfs = os.statvfs
+
+    def statvfs(path):
+        """shutil.disk_usage of the folder: the patched size (1-byte blocks)."""
+        if not isinstance(path, int) and Path(os.path.abspath(path)).is_relative_to(disk.path.resolve()):
+            real, free = real_statvfs(path), disk.free()
+            return os.statvfs_result((1, 1, disk.size, free, free, real.f_files, real.f_ffree,
+                                      real.f_favail, real.f_flag, real.f_namemax))
+        return real_statvfs(path)
+
     patch.setattr(os, "write", write)
     patch.setattr(os, "pwrite", pwrite)
+    patch.setattr(os, "statvfs", statvfs)
     if real_fallocate is not None:
         patch.setattr(os, "posix_fallocate", posix_fallocate)
 
