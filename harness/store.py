@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 STORE_DTYPE = "float16"
 _CRC_BLOCK = 1 << 26  # 64 MiB per crc32 call keeps memory flat on huge arrays
+_SIDECAR_BYTES = 1024  # room counted for a layer's JSON (about 450 bytes written)
 
 
 def _harness_version() -> str:
@@ -64,7 +65,8 @@ def _harness_version() -> str:
 
 
 class StoreWarning(UserWarning):
-    """A cache entry was found corrupt, partial or stale and is being rebuilt."""
+    """A cache entry was found corrupt, partial or stale and is being rebuilt, or a
+    finished build could not be recorded in builds.jsonl."""
 
 
 class StoreError(OSError):
@@ -341,9 +343,6 @@ def _layer_bytes(shape: tuple[int, ...], dtype: str) -> int:
     np.lib.format.write_array_header_1_0(header, {
         "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape})
     return header.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize + _SIDECAR_BYTES
-
-
-_SIDECAR_BYTES = 1024
 
 
 def _write_error(err: OSError, folder: Path, needed: int) -> StoreError:

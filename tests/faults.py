@@ -22,7 +22,7 @@ so a test can record it (`record_property("filesystem", disk.kind)`):
   (shutil.disk_usage) reports that size; what the harness writes goes through those calls
   (harness.io, the store's reservation), other writers and memory-mapped pages are not
   seen.
-- read_only_folder: "chmod" for a normal user (permission bits hold); for root, which
+- read_only_folder: "chmod" where permission bits hold (a normal user); for root, which
   ignores them, a "read-only bind mount" (EROFS, the whole tree; needs CAP_SYS_ADMIN),
   else "chattr +i" on every folder of the tree (EPERM; needs CAP_LINUX_IMMUTABLE and an
   ext/xfs/btrfs filesystem), else "patched": os.open/open/io.open for writing, os.mkdir,
@@ -245,12 +245,13 @@ READ_ONLY_METHODS = ("chmod", "read-only bind mount", "chattr +i", "patched")
 @contextlib.contextmanager
 def read_only_folder(path: str | os.PathLike, how: str = "auto") -> Iterator[str]:
     """Make the existing folder `path` (and everything under it) read-only for this
-    process; yields the method used. how "auto": chmod for a normal user, else the first of
-    the others that works; one of READ_ONLY_METHODS forces it (the test skips where it
-    does not work)."""
+    process; yields the method used. how "auto": the first of READ_ONLY_METHODS that works
+    here, each checked by trying to write (chmod holds for a normal user, not for root with
+    CAP_DAC_OVERRIDE); one of READ_ONLY_METHODS forces it (the test skips where it does
+    not work)."""
     path = Path(path)
     if how == "auto":
-        methods = READ_ONLY_METHODS[:1] if os.geteuid() != 0 else READ_ONLY_METHODS[1:]
+        methods = READ_ONLY_METHODS
     elif how in READ_ONLY_METHODS:
         methods = (how,)
     else:

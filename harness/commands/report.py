@@ -14,14 +14,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from harness.report import load_report, write_files
+    from harness.report import load_report, write_report_files
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
     source = Path(args.run_json)
     report = load_report(source)
     out = Path(args.out) if args.out else source.parent
-    written = write_files({out / f"{source.stem}.md": render_markdown(report),
+    written = write_report_files({out / f"{source.stem}.md": render_markdown(report),
                            out / f"{source.stem}.html": render_html(report)}, out)
     for path in written:
         print(path)

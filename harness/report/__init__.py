@@ -47,10 +47,10 @@ def write_report(report: Mapping[str, Any], out_dir: str | Path, stem: str = "cl
     if not json_only:
         files[out / f"{stem}.md"] = render_markdown(report)
         files[out / f"{stem}.html"] = render_html(report)
-    return write_files(files, out)
+    return write_report_files(files, out)
 
 
-def write_files(files: Mapping[Path, str], out: Path) -> list[Path]:
+def write_report_files(files: Mapping[Path, str], out: Path) -> list[Path]:
     """Report files written all or nothing into `out`; ReportWriteError when that fails."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +62,7 @@ def write_files(files: Mapping[Path, str], out: Path) -> list[Path]:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "ReportError", "ReportWriteError", "build_report", "load_report", "write_report", "dumps",
+    "SCHEMA_VERSION", "ReportError", "ReportWriteError", "build_report", "load_report", "write_report",
+    "write_report_files", "dumps",
     "compare_reports", "render_comparison", "find_regressions", "DEFAULT_TOLERANCE",
 ]
