@@ -10,19 +10,27 @@ Safety:
 - writes go to a temp file in the same folder, then os.replace; the JSON goes last, so
   an interrupted build leaves only temp files, which are never read and are cleaned up by
   the next build of that entry;
+- the disk space of every array is reserved (posix_fallocate, else zeros written) before
+  it is written through its memory map: a full disk is an OSError there, which becomes a
+  StoreFullError naming the folder and the bytes needed, with the partial files removed;
+  without the reservation it would be a SIGBUS that kills the process mid-write;
 - a filelock per entry makes concurrent processes (pytest-xdist workers) build it once:
   the others wait on the lock and then read;
 - a read checks the JSON key, the array's shape and dtype and a CRC32 of its bytes; an
   entry that fails is rebuilt (logged and warned), never used;
-- every build appends one line to <root>/builds.jsonl.
+- every build appends one line to <root>/builds.jsonl (harness.io.append_record).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -36,11 +44,20 @@ import numpy as np
 from filelock import FileLock
 
 import harness
+from harness.io import (
+    append_record,
+    atomic_write_text,
+    read_records,
+    remove_temp_files,
+    reserve_space,
+    temp_sibling,
+)
 
 log = logging.getLogger(__name__)
 
 STORE_DTYPE = "float16"
 _CRC_BLOCK = 1 << 26  # 64 MiB per crc32 call keeps memory flat on huge arrays
+_SIDECAR_BYTES = 1024  # room counted for a layer's JSON (about 450 bytes written)
 
 
 def _harness_version() -> str:
@@ -48,7 +65,39 @@ def _harness_version() -> str:
 
 
 class StoreWarning(UserWarning):
-    """A cache entry was found corrupt, partial or stale and is being rebuilt."""
+    """A cache entry was found corrupt, partial or stale and is being rebuilt, or a
+    finished build could not be recorded in builds.jsonl."""
+
+
+class StoreError(OSError):
+    """The embedding cache cannot be written (read-only filesystem, no permission, ...).
+    An OSError with the errno of the failed call and `folder` (also `filename`)."""
+
+    @property
+    def folder(self) -> str:
+        return self.filename
+
+    def __str__(self) -> str:
+        return (f"cannot write the embedding cache in {self.filename}: {self.strerror}; "
+                "make it writable or choose another --cache-dir")
+
+
+class StoreFullError(StoreError):
+    """No space left for an entry (errno ENOSPC, or EDQUOT for a quota): `folder`, `needed`
+    (bytes the entry's files take) and `free` (bytes free there after the partial files of
+    the failed build were removed)."""
+
+    def __init__(self, folder: str | os.PathLike, needed: int, free: int, code: int = errno.ENOSPC):
+        super().__init__(code, os.strerror(code), str(folder))
+        self.needed, self.free = int(needed), int(free)
+
+    def __reduce__(self):  # OSError would pickle (errno, strerror, filename)
+        return type(self), (self.filename, self.needed, self.free, self.errno)
+
+    def __str__(self) -> str:
+        return (f"no space for the embedding cache in {self.filename}: the entry needs "
+                f"{_amount(self.needed)}, {_amount(self.free)} free ({self.strerror}); free "
+                "some space there or choose another --cache-dir")
 
 
 @dataclass(frozen=True)
@@ -133,8 +182,7 @@ class EmbeddingStore:
         found = self._read_valid(key, layers, shape, ids_digest, report=False)
         if len(found) == len(layers):
             return found
-        self.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path(key))):
+        with self._entry_lock(key, needed=len(layers) * _layer_bytes(shape, key.dtype)):
             # Another process may have built it while we waited for the lock.
             found = self._read_valid(key, layers, shape, ids_digest, report=True)
             missing = [layer for layer in layers if layer not in found]
@@ -151,6 +199,24 @@ class EmbeddingStore:
         layers = sorted({int(layer) for layer in layers})
         found = self._read_valid(key, layers, tuple(shape), ids_digest, report=False)
         return found if len(found) == len(layers) else None
+
+    def builds(self) -> list[dict[str, Any]]:
+        """The records of builds.jsonl (a line cut by a full disk or a kill is skipped)."""
+        return read_records(self.builds_log)
+
+    @contextlib.contextmanager
+    def _entry_lock(self, key: EntryKey, needed: int):
+        path = self.lock_path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path))
+            lock.acquire()
+        except OSError as err:
+            raise _write_error(err, path.parent, needed) from err
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- reading -----------------------------------------------------------------------
     def _read_valid(self, key, layers, shape, ids_digest, *, report: bool) -> dict[int, np.ndarray]:
@@ -200,31 +266,41 @@ class EmbeddingStore:
     # -- building ----------------------------------------------------------------------
     def _build(self, key, layers, shape, build, ids_digest) -> None:
         folder = self.entry_dir(key)
-        folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temp_files(folder)
-        tag = f".tmp-{os.getpid()}-{os.urandom(4).hex()}"
-        temp = {layer: self.layer_paths(key, layer)[0].with_name(
-            f"layer-{layer:02d}.npy{tag}") for layer in layers}
+        needed = len(layers) * _layer_bytes(shape, key.dtype)
+        temp = {layer: temp_sibling(self.layer_paths(key, layer)[0]) for layer in layers}
         arrays: dict[int, np.ndarray] = {}
+        unfinished: list[Path] = []  # arrays moved into place whose JSON is not written yet
+        own_io = True  # an OSError from our files, not from the build callback
         try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # Under the entry's lock, any temp file here is from a build that was killed.
+            remove_temp_files(folder, only_dead=False)
             for layer, path in temp.items():
-                arrays[layer] = np.lib.format.open_memmap(path, mode="w+", dtype=key.dtype, shape=shape)
+                arrays[layer] = _reserved_memmap(path, shape, key.dtype)
+            own_io = False
             started = time.perf_counter()
             details = dict(build(arrays) or {})
             seconds = time.perf_counter() - started
+            own_io = True
             for layer in layers:
                 # No msync: a killed process leaves its pages in the page cache, and a file
                 # damaged by a crash fails its checksum and is rebuilt.
                 crc = array_crc32(arrays[layer])
                 array_path, meta_path = self.layer_paths(key, layer)
+                unfinished.append(array_path)
                 os.replace(temp[layer], array_path)
                 meta = {"key": key.fields(layer), "shape": list(shape), "dtype": key.dtype,
                         "crc32": crc, "ids_digest": ids_digest, "created": time.time()}
-                _atomic_write_text(meta_path, json.dumps(meta, indent=1))
-            del arrays
-        except BaseException:
-            for path in temp.values():
+                # Not fsynced: the sidecar is verified on read like the array it describes.
+                atomic_write_text(meta_path, json.dumps(meta, indent=1), durable=False)
+                unfinished.remove(array_path)
+            arrays.clear()
+        except BaseException as err:
+            arrays.clear()  # unmap before removing, so the space is given back
+            for path in [*temp.values(), *unfinished]:
                 path.unlink(missing_ok=True)
+            if own_io and isinstance(err, OSError) and err.errno is not None:
+                raise _write_error(err, folder, needed) from err
             raise
         self._log_build(key, layers, shape, seconds, details)
 
@@ -240,37 +316,50 @@ class EmbeddingStore:
             "pid": os.getpid(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         } | details
-        self.builds_log.parent.mkdir(parents=True, exist_ok=True)
-        # One short line with O_APPEND: concurrent writers do not interleave.
-        with open(self.builds_log, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    temp.write_text(text)
-    os.replace(temp, path)
-
-
-def _remove_stale_temp_files(folder: Path) -> None:
-    """Temp files of builds that were killed (their process is gone)."""
-    for path in folder.glob("*.tmp-*"):
         try:
-            pid = int(path.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except (IndexError, ValueError):
-            continue
-        if not _process_alive(pid):
-            path.unlink(missing_ok=True)
+            append_record(self.builds_log, record)
+        except OSError as err:
+            # The entry is complete and verified; only its line in the log is lost.
+            message = (f"embedding store: could not record the build of entry {key.entry_id} in "
+                       f"{self.builds_log} ({err.strerror or err})")
+            log.warning(message)
+            warnings.warn(message, StoreWarning, stacklevel=4)
 
 
-def _process_alive(pid: int) -> bool:
+def _reserved_memmap(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap:
+    """A writable .npy memory map whose blocks are allocated on disk already."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        reserve_space(path, array.offset, array.nbytes)
+    except BaseException:
+        del array
+        raise
+    return array
+
+
+def _layer_bytes(shape: tuple[int, ...], dtype: str) -> int:
+    """Disk bytes of one stored layer: the .npy header and data, and its JSON sidecar."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape})
+    return header.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize + _SIDECAR_BYTES
+
+
+def _write_error(err: OSError, folder: Path, needed: int) -> StoreError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFullError(folder, needed, _free_bytes(folder), err.errno)
+    return StoreError(err.errno, err.strerror or os.strerror(err.errno), str(folder))
+
+
+def _free_bytes(folder: Path) -> int:
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return shutil.disk_usage(path).free
+    return 0
+
+
+def _amount(n_bytes: int) -> str:
+    return f"{n_bytes:,} bytes ({n_bytes / 2**20:.1f} MiB)"
 
 
 def _safe(name: str) -> str:

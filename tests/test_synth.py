@@ -140,3 +140,92 @@ def test_synth_command_writes_readable_datasets(tmp_path):
     assert len(open_dataset("ade20k", tmp_path / "ade20k", "val")) == 8
     assert len(open_dataset("bdd100k_mot", tmp_path / "bdd100k_mot", "val").videos) == 2
     assert not (tmp_path / "cityscapes").exists()
+
+
+# ------------------------------------------------------------------------ interrupted worlds
+TWO_DATASETS = ("fair1m", "mot17")  # enough to show the mechanism, written in seconds
+
+KILL_MID_SYNTHESIS = """
+import functools, sys
+from harness.data import synthetic
+synthetic.write_world = functools.partial(synthetic.write_world, names={names!r})
+synthetic.ensure_world(sys.argv[1], seed=0)
+"""
+
+
+def _world_digest(root, names=TWO_DATASETS):
+    return {name: _digest(root / name) for name in names}
+
+
+def test_world_killed_mid_synthesis_is_never_used_and_is_rewritten(tmp_path, monkeypatch, synthetic_world):
+    """SIGKILL while ensure_world writes: no world appears (it is written in a temp folder
+    renamed into place at the end); the next ensure_world removes the leftovers and writes
+    a world identical to one never interrupted. Before: the world was written in place, so
+    a reader not holding the lock saw a half-written one."""
+    import functools
+    import sys
+
+    from faults import kill_when
+
+    from harness.data import synthetic
+
+    cache = tmp_path / "cache"
+    parent = cache / "synthetic-world"
+
+    def half_written() -> bool:
+        files = [p for p in parent.glob("seed0.tmp-*/**/*") if p.is_file()]
+        return len(files) >= 5
+
+    killed = kill_when([sys.executable, "-c", KILL_MID_SYNTHESIS.format(names=TWO_DATASETS), str(cache)],
+                       ready=half_written)
+    assert killed.returncode == -9
+    assert not (parent / "seed0").exists()  # nothing that looks like a world
+    leftovers = list(parent.glob("seed0.tmp-*"))
+    assert leftovers and not any((p / ".complete").exists() for p in leftovers)
+
+    monkeypatch.setattr(synthetic, "write_world", functools.partial(synthetic.write_world, names=TWO_DATASETS))
+    world = synthetic.ensure_world(cache, seed=0)
+    assert world == parent / "seed0" and (world / ".complete").is_file()
+    assert not list(parent.glob("seed0.tmp-*"))
+    assert _world_digest(world) == _world_digest(synthetic_world)
+
+
+def test_a_world_without_its_marker_is_removed_and_written_again(tmp_path, monkeypatch):
+    """A folder left by an older harness that was killed while writing in place."""
+    import functools
+
+    from harness.data import synthetic
+
+    monkeypatch.setattr(synthetic, "write_world", functools.partial(synthetic.write_world, names=("fair1m",)))
+    half = tmp_path / "synthetic-world" / "seed0"
+    (half / "fair1m" / "train" / "part1" / "images").mkdir(parents=True)
+    (half / "fair1m" / "train" / "part1" / "images" / "0.tif").write_bytes(b"II*\0cut")
+    world = synthetic.ensure_world(tmp_path, seed=0)
+    assert (world / ".complete").is_file()
+    check_layout("fair1m", world / "fair1m")
+    assert len(open_dataset("fair1m", world / "fair1m", "train")) == 8
+    marker_time = (world / ".complete").stat().st_mtime_ns
+    synthetic.ensure_world(tmp_path, seed=0)  # complete: left alone
+    assert (world / ".complete").stat().st_mtime_ns == marker_time
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "patched"])
+def test_synth_on_a_full_disk_leaves_only_whole_files(tmp_path, kind, capsys, record_property):
+    """`harness synth` into a folder that fills up: one line naming the file and why, and
+    every file already there is whole (written atomically); no temp file is left."""
+    from faults import MiB, small_filesystem
+    from PIL import Image
+
+    from harness.io import TEMP_MARK
+
+    with small_filesystem(tmp_path / "disk", 8 * MiB, kind) as disk:
+        record_property("filesystem", disk.kind)
+        assert main(["synth", "--out", str(disk.path), "--datasets", "fair1m"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"harness synth: error: {disk.path}/fair1m/") and "No space left on device" in err
+        assert len(err.splitlines()) == 1
+        files = [p for p in disk.path.rglob("*") if p.is_file()]
+        assert files and not [p for p in files if TEMP_MARK in p.name]
+        for image in (p for p in files if p.suffix == ".tif"):
+            with Image.open(image) as opened:
+                opened.load()  # a cut TIFF would fail here

@@ -22,5 +22,6 @@ def test_show_views_writes_a_contact_sheet(synthetic_world, tmp_path, dataset, c
 
 def test_show_views_on_a_missing_dataset_says_how_to_get_it(tmp_path, capsys):
     rc = main(["show-views", "--dataset", "cityscapes", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
-    assert rc == 2 and not (tmp_path / "x.png").exists()
-    assert "cityscapes-dataset.com" in capsys.readouterr().out
+    assert rc == 1 and not (tmp_path / "x.png").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("harness show-views: error: ") and "cityscapes-dataset.com" in err

@@ -5,15 +5,21 @@ so their store entries are the ones a later `pytest claims/` finds.
 `--dataset synthetic-<name>` extracts from the synthetic world (written on first use under
 <cache-dir>/synthetic-world/) and needs no download; with `--random-init --smoke` it also
 needs no weights.
+
+A failure is one line on stderr and a non-zero exit (see `harness --help`): a full cache
+names the folder and the bytes needed, and leaves no partial files; Ctrl-C exits 130 and
+also leaves none. Entries finished before the failure stay in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import time
 from pathlib import Path
 
 from harness import config
+from harness.cli import UsageError
 
 
 def register(subparsers) -> None:
@@ -32,13 +38,20 @@ def register(subparsers) -> None:
     parser.add_argument("--random-init", action="store_true", help="untrained model (seeded)")
     parser.add_argument("--smoke", action="store_true", help="with --random-init: small width-64 model")
     parser.add_argument("--profile", default="paper", help="subset sizes: paper (default) or smoke")
-    parser.add_argument("--limit", type=int, help="only the first N source images/videos of each view")
-    parser.add_argument("--batch-size", type=int, help="images per batch (default: chosen to fit)")
+    parser.add_argument("--limit", type=positive_int, help="only the first N source images/videos of each view")
+    parser.add_argument("--batch-size", type=positive_int, help="images per batch (default: chosen to fit)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--cache-dir", help="harness cache (default $VITCLAIMS_CACHE or ~/.cache/vit-local-claims)")
     parser.add_argument("--data-root", help="folder holding one folder per dataset (default $VITCLAIMS_DATA)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
@@ -47,7 +60,7 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
 
     name = dataset.removeprefix("synthetic-")
     if name not in data.DATASET_NAMES:
-        raise SystemExit(f"unknown dataset {dataset!r}; expected one of {', '.join(data.DATASET_NAMES)} "
+        raise UsageError(f"unknown dataset {dataset!r}; expected one of {', '.join(data.DATASET_NAMES)} "
                          "or synthetic-<name>")
     if dataset.startswith("synthetic-"):
         from harness.data import synthetic
@@ -56,7 +69,7 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
     else:
         root = config.data_root(data_root)
         if root is None:
-            raise SystemExit(f"no data root: pass --data-root or set ${config.DATA_ENV} to the folder "
+            raise UsageError(f"no data root: pass --data-root or set ${config.DATA_ENV} to the folder "
                              f"holding '{name}/'. {data.HOW_TO_GET.get(name, '')}")
         world = root
     data.check_layout(name, world / name)
@@ -66,14 +79,13 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from harness.experiments.views import views_to_extract
     from harness.extract import embeddings
-    from harness.models import load
     from harness.profiles import PROFILES
     from harness.store import default_store
 
     if args.profile not in PROFILES:
-        raise SystemExit(f"unknown profile {args.profile!r}; expected one of {', '.join(PROFILES)}")
-    backbone = load(args.model, weights=args.weights, device=args.device,
-                    random_init=args.random_init, smoke=args.smoke, cache_dir=args.cache_dir)
+        raise UsageError(f"unknown profile {args.profile!r}; expected one of {', '.join(PROFILES)}")
+    check_device(args.device)
+    backbone = load_backbone(args)
     name, root = dataset_root(args.dataset, args.data_root, args.cache_dir)
     store = default_store(args.cache_dir)
     print(f"{backbone!r}\nstore {store.root}")
@@ -86,3 +98,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"{view.key}: {len(view)} images -> layers {sorted(arrays)} of {tuple(first.shape)} "
               f"float16 ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def check_device(device: str | None) -> None:
+    """A device torch can use here, before minutes of loading fail on it."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise UsageError(f"--device {device}: {str(err).splitlines()[0]}") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: torch sees no CUDA device on this machine; use --device cpu")
+
+
+def load_backbone(args: argparse.Namespace):
+    """The model, with a damaged --weights file reported as a CheckpointFormatError: torch
+    and safetensors say so with errors of their own (a truncated zip is a RuntimeError)."""
+    from safetensors import SafetensorError
+
+    from harness.models import CheckpointFormatError, load
+
+    try:
+        return load(args.model, weights=args.weights, device=args.device,
+                    random_init=args.random_init, smoke=args.smoke, cache_dir=args.cache_dir)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, SafetensorError) as err:
+        if not (args.weights and Path(args.weights).expanduser().is_file()):
+            raise
+        reason = "the file ends too early" if isinstance(err, EOFError) else str(err).strip().splitlines()[0]
+        raise CheckpointFormatError(f"cannot read the checkpoint {args.weights} (damaged, cut short "
+                                    f"or not a checkpoint): {reason}") from err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -15,28 +14,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from harness.report import ReportError, load_report
+    from harness.report import load_report, write_report_files
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
     source = Path(args.run_json)
-    try:
-        report = load_report(source)
-    except ReportError as err:
-        print(f"harness report: {err}", file=sys.stderr)
-        return 2
+    report = load_report(source)
     out = Path(args.out) if args.out else source.parent
-    stem = source.stem
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for suffix, render in ((".md", render_markdown), (".html", render_html)):
-            path = out / f"{stem}{suffix}"
-            path.write_text(render(report))
-            written.append(path)
-    except OSError as err:
-        print(f"harness report: cannot write into {out}: {err.strerror or err}", file=sys.stderr)
-        return 2
+    written = write_report_files({out / f"{source.stem}.md": render_markdown(report),
+                           out / f"{source.stem}.html": render_html(report)}, out)
     for path in written:
         print(path)
     return 0

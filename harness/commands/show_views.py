@@ -9,21 +9,17 @@ and the transformed copies. Videos: frames with their boxes and track ids, resiz
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from harness import config
-from harness.data import (
-    DATASET_NAMES,
-    DEFAULT_SPLITS,
-    DatasetFormatError,
-    DatasetLayoutError,
-    open_dataset,
-)
+from harness.data import DATASET_NAMES, DEFAULT_SPLITS, open_dataset
 from harness.data.subsets import fair1m_ids, video_ids
 from harness.data.synthetic import write_world
+from harness.io import atomic_write_bytes
 from harness.views import LEVELS, Fair1mTileView, TileView, VideoFrameView, corrupt
 
 
@@ -48,16 +44,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"no data root given: showing the synthetic {args.dataset}")
             root = write_world(tmp, names=(args.dataset,)) / args.dataset
         split = args.split or DEFAULT_SPLITS[args.dataset][-1]
-        try:
-            ds = open_dataset(args.dataset, root, split)
-        except (DatasetLayoutError, DatasetFormatError) as err:
-            print(f"error: {err}")
-            return 2
+        ds = open_dataset(args.dataset, root, split)  # a missing dataset: one line, exit 1
         draw = {"cityscapes": _segmentation, "ade20k": _segmentation, "fair1m": _fair1m,
                 "bdd100k_mot": _video, "mot17": _video}[args.dataset]
         figure = draw(ds, args.index, args.patch_size)
+        sheet = io.BytesIO()
+        figure.savefig(sheet, format=Path(args.out).suffix.lstrip(".") or "png", dpi=80)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(args.out, dpi=80)
+        atomic_write_bytes(args.out, sheet.getbuffer())  # an old sheet stays whole until replaced
     print(f"wrote {args.out}")
     return 0
 

@@ -6,11 +6,17 @@ texture (stripes at a class-specific angle and period over a smooth base), stree
 laid out like street scenes, aerial objects are rotated boxes textured by fine category with
 colours shared within a supercategory, and tracked objects move smoothly with a texture of
 their own. Everything derives from `seed`.
+
+Every file is written atomically (harness.io), and `ensure_world` writes the whole world
+into a temp folder, puts the `.complete` marker in last and renames the folder into place:
+a world killed half way (SIGKILL, a full disk) is never taken for a whole one.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from harness.config import seed_for
+from harness.io import atomic_write_bytes, atomic_write_text, remove_temp_files, temp_sibling
 
 from .ade20k import CLASS_NAMES as ADE_CLASSES
 from .common import DATASET_NAMES
@@ -62,18 +69,36 @@ def write_world(out: str | Path, seed: int = 0, size: str = "smoke", names: Sequ
     return out
 
 
+COMPLETE_MARKER = ".complete"
+
+
 def ensure_world(cache_dir: str | Path, seed: int = 0) -> Path:
-    """The synthetic world under `<cache_dir>/synthetic-world/seed<seed>/`, written once: a
-    file lock makes parallel processes wait for the first writer, and a marker written last
-    means an interrupted write is redone."""
+    """The synthetic world under `<cache_dir>/synthetic-world/seed<seed>/`, written once.
+
+    A file lock makes parallel processes wait for the first writer. The world is written
+    into a temp folder next to it, the marker last, and renamed into place, so the folder
+    either holds a whole world or does not exist; a folder without the marker (a world an
+    older harness was killed writing) and the temp folders of killed writers are removed
+    and the world written again."""
     from filelock import FileLock
 
     world = Path(cache_dir) / "synthetic-world" / f"seed{seed}"
     world.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(world) + ".lock"):
-        if not (world / ".complete").exists():
-            write_world(world, seed=seed)
-            (world / ".complete").write_text("ok\n")
+        if (world / COMPLETE_MARKER).is_file():
+            return world
+        # Under the lock, every temp folder of this world is from a writer that was killed.
+        remove_temp_files(world.parent, world.name, only_dead=False)
+        if world.exists():
+            shutil.rmtree(world)
+        temp = temp_sibling(world)
+        try:
+            write_world(temp, seed=seed)
+            atomic_write_text(temp / COMPLETE_MARKER, "ok\n")
+            temp.rename(world)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
     return world
 
 
@@ -114,9 +139,21 @@ def _paint(class_map: np.ndarray, bank: np.ndarray) -> np.ndarray:
     return bank[class_map, ys, xs]
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
+def _save_image(array: np.ndarray, path: Path, **options) -> None:
+    """Encode in memory, then write atomically: a reader never sees half an image."""
+    encoded = io.BytesIO()
+    Image.fromarray(array).save(encoded, format=Image.registered_extensions()[path.suffix], **options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, compress_level=1)
+    atomic_write_bytes(path, encoded.getbuffer())
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    _save_image(array, path, compress_level=1)
+
+
+def _save_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------------------- street scenes
@@ -235,8 +272,7 @@ def write_ade20k(root: Path, spec: WorldSize, seed: int) -> None:
             height, width = int(rng.integers(300, 520)), int(rng.integers(400, 700))
             labels = _ade_labels(rng, height, width)
             image = _shade(_paint(labels, bank), rng)
-            (base / "images" / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(base / "images" / folder / f"{prefix}_{k:08d}.jpg", quality=92)
+            _save_image(image, base / "images" / folder / f"{prefix}_{k:08d}.jpg", quality=92)
             _save_png(labels, base / "annotations" / folder / f"{prefix}_{k:08d}.png")
 
 
@@ -330,11 +366,9 @@ def write_fair1m(root: Path, spec: WorldSize, seed: int) -> None:
         painted = _paint(np.maximum(owner.astype(np.int64) - 1, 0), bank)
         image = np.where(owner[..., None] > 0, painted, image)
         split_dir = root / ("train/part1" if split == "train" else "validation")
-        (split_dir / "images").mkdir(parents=True, exist_ok=True)
-        (split_dir / "labelXml").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(split_dir / "images" / f"{k}.tif")
+        _save_image(image, split_dir / "images" / f"{k}.tif")
         xml = _FAIR1M_XML.format(name=k, width=size, height=size, objects="".join(xml_objects))
-        (split_dir / "labelXml" / f"{k}.xml").write_text(xml, encoding="utf-8")
+        _save_text(xml, split_dir / "labelXml" / f"{k}.xml")
 
 
 # ---------------------------------------------------------------------------- videos
@@ -414,7 +448,7 @@ def write_bdd100k(root: Path, spec: WorldSize, seed: int) -> None:
         for t in range(spec.frames):
             frame, visible = _render(background, tracks, t, pan_speed * t)
             name = f"{video}-{t + 1:07d}.jpg"
-            Image.fromarray(frame).save(image_dir / name, quality=90)
+            _save_image(frame, image_dir / name, quality=90)
             labels = [{
                 "id": f"{track.track_id:08d}",
                 "category": "car" if track.category == "crowd" else track.category,
@@ -422,7 +456,7 @@ def write_bdd100k(root: Path, spec: WorldSize, seed: int) -> None:
                 "box2d": {"x1": box[0], "x2": box[2] - 1, "y1": box[1], "y2": box[3] - 1},
             } for track, box, truncated in visible]
             frames_json.append({"name": name, "videoName": video, "frameIndex": t, "labels": labels})
-        (label_dir / f"{video}.json").write_text(json.dumps(frames_json))
+        _save_text(json.dumps(frames_json), label_dir / f"{video}.json")
 
 
 def write_mot17(root: Path, spec: WorldSize, seed: int) -> None:
@@ -443,7 +477,7 @@ def write_mot17(root: Path, spec: WorldSize, seed: int) -> None:
         rows = []
         for t in range(spec.frames):
             frame, visible = _render(background, tracks, t, 0)
-            Image.fromarray(frame).save(seq_dir / "img1" / f"{t + 1:06d}.jpg", quality=90)
+            _save_image(frame, seq_dir / "img1" / f"{t + 1:06d}.jpg", quality=90)
             for track, box, _ in visible:
                 mot_class, flag = {"pedestrian": (1, 1), "static": (7, 0), "car": (3, 0)}[track.category]
                 if track.track_id == 1 and t >= spec.frames // 2:
@@ -451,8 +485,9 @@ def write_mot17(root: Path, spec: WorldSize, seed: int) -> None:
                 x, y, w, h = box[0] + 1, box[1] + 1, box[2] - box[0], box[3] - box[1]
                 rows.append((track.track_id, t + 1, f"{t + 1},{track.track_id},{x:g},{y:g},{w:g},{h:g},{flag},{mot_class},1"))
         rows.sort()  # sorted by id, then frame, like the real files
-        (seq_dir / "gt" / "gt.txt").write_text("".join(r[2] + "\n" for r in rows))
-        (seq_dir / "seqinfo.ini").write_text(
+        _save_text("".join(r[2] + "\n" for r in rows), seq_dir / "gt" / "gt.txt")
+        _save_text(
             f"[Sequence]\nname={sequence}\nimDir=img1\nframeRate=30\nseqLength={spec.frames}\n"
-            f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n\n"
+            f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n\n",
+            seq_dir / "seqinfo.ini",
         )
