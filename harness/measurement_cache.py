@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from filelock import FileLock
 
 import harness
+from harness.io import atomic_write_bytes
 from harness.measurements import Measurement
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,6 @@ def decode(data: bytes) -> list[Measurement]:
                 for i, r in enumerate(rows)]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def read(folder: Path, key: dict[str, Any]) -> list[Measurement] | None:
     """The verified entry for `key`, or None (absent, or corrupt: then it is removed)."""
     name = digest(key)
@@ -142,7 +130,7 @@ def get_or_build(root: Path, key: dict[str, Any], build: Callable[[], Sequence[M
             return found
         measurements = list(build())
         data = encode(measurements)
-        _atomic_write(folder / f"{name}.npz", data)
+        atomic_write_bytes(folder / f"{name}.npz", data)
         meta = {"key": entry_key(key), "sha256": hashlib.sha256(data).hexdigest(), "rows": len(measurements)}
-        _atomic_write(folder / f"{name}.json", json.dumps(meta, sort_keys=True, default=str, indent=1).encode())
+        atomic_write_bytes(folder / f"{name}.json", json.dumps(meta, sort_keys=True, default=str, indent=1).encode())
         return decode(data)

@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     claims = catalogue()
     unknown = [i for i in args.ids if i not in claims]
     if unknown:
-        raise SystemExit(f"harness claims: unknown claim id(s) {', '.join(unknown)}; known: {', '.join(claims)}")
+        from harness.cli import UsageError
+
+        raise UsageError(f"unknown claim id(s) {', '.join(unknown)}; known: {', '.join(claims)}")
     if not args.ids:
         rows = [(c.id, c.statement, c.assertion, _numbers(c.thresholds), _numbers(c.paper) or c.ref,
                  f"{c.test.__module__.split('.')[-1]}::{c.test.__name__}") for c in claims.values()]

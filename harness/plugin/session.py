@@ -35,10 +35,10 @@ def _name(text: str) -> str:
 
 def _write_json(path: Path, data: Any) -> None:
     """Atomic: readers of the run folder see a whole file or none."""
+    from harness.io import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data))
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(data), durable=False)
 
 
 def _read_all(folder: Path) -> list[Any]:
@@ -129,10 +129,13 @@ class ClaimsSession:
             self.report_paths = write_report(report, self.options.report_dir)
         except OSError as err:
             stem = f"vit-local-claims-report-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            self.report_paths = write_report(report, tempfile.gettempdir(), stem=stem)
-            self.report_error = (
-                f"could not write the claims report to {self.options.report_dir!r} ({err.strerror or err}); "
-                f"it was written to {self.report_paths[0]} instead")
+            problem = f"could not write the claims report to {self.options.report_dir!r} ({err.strerror or err})"
+            try:
+                self.report_paths = write_report(report, tempfile.gettempdir(), stem=stem)
+                self.report_error = f"{problem}; it was written to {self.report_paths[0]} instead"
+            except OSError as again:
+                self.report_error = (f"{problem}, nor to the temporary folder {tempfile.gettempdir()} "
+                                     f"({again.strerror or again}): no report was written")
             print(f"\nERROR: {self.report_error}", file=sys.stderr)
         return self.report_paths
 
