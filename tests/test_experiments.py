@@ -11,9 +11,10 @@ import pytest
 
 from harness.claims import CONTRADICTED, VERIFIED, judge
 from harness.experiments.association import association_measurements
-from harness.experiments.segmentation import SegmentationViews, segmentation_measurements
+from harness.experiments.segmentation import segmentation_measurements
 from harness.measurements import to_table
 from harness.profiles import PROFILES
+from harness.views import SegmentationViews
 
 N_CLASSES, GRID, WIDTH = 5, 2, 768
 

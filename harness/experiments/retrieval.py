@@ -6,8 +6,6 @@ all patches of all original tiles. Units for the bootstrap are the original tile
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from harness import analyses
@@ -15,12 +13,7 @@ from harness.analyses.retrieval import OUTCOMES
 from harness.experiments.common import Embed, flat_patches
 from harness.measurements import Measurement
 from harness.profiles import Profile, scaled_m
-
-
-@dataclass
-class RetrievalViews:
-    original: object
-    transformed: dict[tuple[str, float], object]  # (transform, level) -> view
+from harness.views import RetrievalViews
 
 
 def _patch_meta(view, patch_size: int) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ matrix per val image.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,26 +16,13 @@ from harness import analyses, probes
 from harness.experiments.common import Embed, flat_patches, per_patch
 from harness.measurements import Measurement
 from harness.profiles import Profile, paper_linear, scaled_m
-from harness.views import IGNORE
+from harness.views import IGNORE, SegmentationViews
 
 # Models whose BatchNorm/no-BatchNorm contrast the paper discusses (S3.5, S4.5).
 BN_CONTRAST_MODELS = ("mae", "simmim")
 # Models for which every pruning level is measured (S4.2); others get m in {0, top_m}.
 PRUNING_CURVE_MODELS = ("mae", "simmim")
 CONTEXT_CLASSES = ("road", "building", "vegetation")  # S4.6
-
-
-@dataclass
-class SegmentationViews:
-    """The views of one segmentation dataset for one patch size."""
-
-    dataset: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    train: object  # the largest train subset's view
-    train_subsets: dict[int, np.ndarray]  # n_train images -> boolean mask over train tiles
-    val: object
-    corrupted: dict[tuple[str, float], object] = field(default_factory=dict)
 
 
 @dataclass
