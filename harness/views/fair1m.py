@@ -1,4 +1,12 @@
-"""S5 views: FAIR1M tiles and their transformed copies, with per-patch object ownership."""
+"""S5 views: FAIR1M tiles and their transformed copies, with per-patch object ownership.
+
+Tiles are 224x224 crops of the FAIR1M images (no resize: the crop is the image the model
+sees), chosen by `harness.data.subsets.fair1m_ids`: each centred on an object of its fine
+category, never overlapping another chosen tile of the same image. A patch lies on the object
+covering most of its pixels if that object covers at least `min_cover` (25%) of the patch.
+Blur and noise are applied to the tile as an image of its own, exactly as to a Cityscapes
+tile (see `harness.views.ops`); a shift moves the crop window over real pixels.
+"""
 
 from __future__ import annotations
 
@@ -34,20 +42,23 @@ class Fair1mTileView:
     """S5 view: `out` x `out` FAIR1M tiles named '<sample id>@<y0>,<x0>' (see
     subsets.fair1m_ids), optionally transformed: 'shift' k (the window moves k px up-left over
     the real image, so content moves k px right and down with no filled border), 'blur' and
-    'noise' (blur is computed with a margin of real pixels around the tile)."""
+    'noise' (on the tile itself, mirrored borders for the blur, as for a Cityscapes tile)."""
 
     def __init__(self, dataset, tile_ids: Sequence[str], out: int = 224, transform: str | None = None,
                  level: float | None = None, seed: int = 0, min_cover: float = 0.25):
         level = check_corruption(transform, level)
-        if transform == "band_noise":
+        if transform not in (None, "shift", "blur", "noise"):
             raise ValueError("FAIR1M views take 'shift', 'blur' or 'noise'")
         self.dataset, self.ids = dataset, list(tile_ids)
         self.tiles = [parse_tile_id(t) for t in self.ids]
         for sample_id, _, _ in self.tiles:
             dataset.index_of(sample_id)
         self.out, self.transform, self.level, self.seed, self.min_cover = out, transform, level, seed, min_cover
+        # The blur once read a margin of real pixels around the tile: its views name the
+        # new convention, so that old embeddings are never read back for them.
+        blur = {"blur": "centred-box-on-tile"} if transform == "blur" else {}
         self.key = view_key("fair1m-tiles", dataset, self.ids, out=out, transform=transform, level=level,
-                             seed=seed if transform == "noise" else None)
+                            seed=seed if transform == "noise" else None, **blur)
         sources = list(dict.fromkeys(s for s, _, _ in self.tiles))
         self._source_of = {s: i for i, s in enumerate(sources)}
         self._cache = LRU()
@@ -64,12 +75,10 @@ class Fair1mTileView:
         sample_id, y0, x0 = self.tiles[i]
         image = self._cache.get(sample_id, lambda: self.dataset.image(self.dataset.index_of(sample_id)))
         k, n = self._shift, self.out
-        if self.transform == "blur":
-            margin = int(self.level)
-            window = _crop(image, y0 - margin, x0 - margin, n + 2 * margin, n + 2 * margin)
-            return corrupt(window, "blur", self.level)[margin : margin + n, margin : margin + n]
         window = _crop(image, y0 - k, x0 - k, n, n)
-        if self.transform == "noise":
+        if self.transform == "blur":
+            window = corrupt(window, "blur", self.level)
+        elif self.transform == "noise":
             window = corrupt(window, "noise", self.level, seed_for("corrupt", "noise", self.level, self.ids[i], self.seed))
         return np.ascontiguousarray(window)
 

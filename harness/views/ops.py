@@ -1,12 +1,32 @@
 """Image operations behind the views: corruptions, tiling, patch labels.
 
-Choices where the paper leaves room (each documented where it is made):
-- tiles are resized with PIL's antialiased bilinear filter, label tiles with nearest neighbour;
-- patch labels are taken on the label tile *after* its nearest-neighbour resize to `out`
-  (the pixels the model sees), majority class per patch, ties to the lower class id;
-- blur k = a k x k box (mean) filter with mirrored borders;
-- band noise = std-40 Gaussian noise kept in one radial frequency band (BAND_EDGES);
-- a diagonal shift by k moves the content k px right and k px down.
+Conventions where the paper leaves room (`harness.experiments.conventions` hands them to
+the report):
+- Tiles are resized with PIL's antialiased bilinear filter, label tiles with nearest
+  neighbour.
+- Patch labels are taken on the label tile *after* its nearest-neighbour resize to `out`
+  (the pixels the model sees): the plurality class of the patch's pixels, ties to the lower
+  class id, so a class beats 'ignore' (255); a patch whose plurality is 'ignore' is ignored.
+- Corruptions are applied to the image the model sees (each 224x224 Cityscapes/ADE20K tile
+  after its resize, each 224x224 FAIR1M tile), each such image on its own, so that a level
+  means the same number of model-input pixels (or the same noise std) in S3 and in S5.
+  Filters (blur) see mirrored borders (scipy 'reflect': d c b a | a b c d).
+- Blur k: a centred k x k box filter (the mean over k x k pixels), applied separably. An odd
+  k is k equal taps around the pixel. An even k has no centre pixel, and the plain k-tap box
+  would move the image by half a pixel; it is made centred as k + 1 taps with half weight at
+  both ends (the mean of the two half-pixel-shifted k-boxes), so the filter has zero phase:
+  a blurred spot keeps its centroid.
+- Noise s: additive Gaussian noise, mean 0, std s on the 0-255 scale, per pixel and channel;
+  the result is rounded and clipped to uint8.
+- Band noise b (1..4, BAND_EDGES in cycles per pixel of the image the model sees, the top
+  band just below its Nyquist frequency of 0.5): Gaussian noise of the image's shape, moved
+  to the frequency domain (rfft2 per channel), kept inside the radial band, moved back, and
+  scaled so that its std over the image is 40 (BAND_NOISE_STD): equal energy in every band,
+  so the bands differ in frequency only. The literal reading of the paper ('band_noise_literal':
+  std-40 noise before the band filter, which leaves a std of about 3-11 in the band) is a
+  second convention.
+- Shift k: the content moves k px right and k px down (edge pixels repeat; the FAIR1M view
+  moves its crop window over real pixels instead).
 """
 
 from __future__ import annotations
@@ -14,15 +34,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 from PIL import Image
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import correlate1d
 
-CORRUPTIONS = ("blur", "noise", "band_noise", "shift")
+CORRUPTIONS = ("blur", "noise", "band_noise", "band_noise_literal", "shift")
 # The paper's levels: blur kernel sizes, noise stds (0-255 scale), band index (low -> high),
 # shift in pixels.
-LEVELS = {"blur": (10, 20, 30, 40), "noise": (10, 20, 30, 40), "band_noise": (1, 2, 3, 4), "shift": (1, 2, 3, 4)}
+LEVELS = {"blur": (10, 20, 30, 40), "noise": (10, 20, 30, 40), "band_noise": (1, 2, 3, 4),
+          "band_noise_literal": (1, 2, 3, 4), "shift": (1, 2, 3, 4)}
 BAND_NOISE_STD = 40.0
 # Radial frequency bands in cycles per pixel (0.5 = Nyquist along an axis), each 0.025 wide:
-# narrow rings from coarse structure up to the finest pixel-level detail.
+# narrow rings from coarse structure up to just below the Nyquist frequency.
 BAND_EDGES = ((0.025, 0.05), (0.1, 0.125), (0.225, 0.25), (0.45, 0.475))
 IGNORE = 255
 
@@ -36,19 +57,35 @@ def corrupt(image: np.ndarray, kind: str, level: float, seed: int = 0) -> np.nda
     if image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(f"expected a uint8 [H, W, C] image, got {image.dtype} {image.shape}")
     if kind == "blur":
-        k = int(level)
-        if k < 1:
-            raise ValueError(f"blur kernel size must be >= 1, got {level}")
-        out = uniform_filter(image.astype(np.float32), size=(k, k, 1), mode="reflect")
+        out = box_blur(image.astype(np.float32), int(level))
     elif kind == "noise":
         if level < 0:
             raise ValueError(f"noise std must be >= 0, got {level}")
         out = image + np.random.default_rng(seed).normal(0.0, float(level), image.shape)
-    elif kind == "band_noise":
-        out = image + band_noise(image.shape, int(level), seed)
+    elif kind in ("band_noise", "band_noise_literal"):
+        out = image + band_noise(image.shape, int(level), seed, literal=kind == "band_noise_literal")
     else:
         return shift(image, int(level))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def box_kernel(k: int) -> np.ndarray:
+    """1-D weights of a centred k-px box (odd length, sum 1): k equal taps for an odd k;
+    for an even k, k + 1 taps with half weight at both ends."""
+    if k < 1:
+        raise ValueError(f"blur kernel size must be >= 1, got {k}")
+    if k % 2:
+        return np.full(k, 1.0 / k)
+    weights = np.ones(k + 1)
+    weights[[0, -1]] = 0.5
+    return weights / k
+
+
+def box_blur(image: np.ndarray, k: int) -> np.ndarray:
+    """[H, W, ...] float image through the centred k x k box, mirrored borders."""
+    weights = box_kernel(k)
+    out = correlate1d(image, weights, axis=0, mode="reflect")
+    return correlate1d(out, weights, axis=1, mode="reflect")
 
 
 def band_mask(height: int, width: int, band: int) -> np.ndarray:
@@ -60,14 +97,21 @@ def band_mask(height: int, width: int, band: int) -> np.ndarray:
     return (radius >= low) & (radius < high)
 
 
-def band_noise(shape: tuple[int, ...], band: int, seed: int = 0, std: float = BAND_NOISE_STD) -> np.ndarray:
-    """Gaussian noise of `std` with every frequency outside one radial band removed (float32)."""
+def band_noise(shape: tuple[int, ...], band: int, seed: int = 0, std: float = BAND_NOISE_STD,
+               *, literal: bool = False) -> np.ndarray:
+    """Gaussian noise with every frequency outside one radial band removed (float32), scaled
+    to `std` over the whole array; literal=True: `std` before the filter instead."""
     height, width = shape[:2]
-    noise = np.random.default_rng(seed).normal(0.0, std, shape).astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0.0, std if literal else 1.0, shape).astype(np.float32)
     spectrum = scipy.fft.rfft2(noise, axes=(0, 1), workers=-1)
     mask = band_mask(height, width, band)
+    if not mask.any():
+        raise ValueError(f"no frequency of a {height}x{width} image lies in band {band} {BAND_EDGES[band - 1]}")
     spectrum *= mask.reshape(mask.shape + (1,) * (len(shape) - 2))
-    return scipy.fft.irfft2(spectrum, s=(height, width), axes=(0, 1), workers=-1)
+    filtered = scipy.fft.irfft2(spectrum, s=(height, width), axes=(0, 1), workers=-1)
+    if literal:
+        return filtered
+    return (filtered * (std / filtered.std())).astype(np.float32)
 
 
 def shift(array: np.ndarray, k: int) -> np.ndarray:

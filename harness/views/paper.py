@@ -85,9 +85,12 @@ def segmentation_views(profile: Profile, dataset: str, root: Path, full: bool,
     corrupted = {}
     if full:
         for kind, levels in profile.corruption_levels:
-            for level in levels:
-                corrupted[(kind, float(level))] = TileView(
-                    val_ds, val_ids, corruption=kind, level=level, **tile_args)
+            # Band noise is measured in both conventions (std 40 in the band; the literal
+            # std 40 before the band filter): 4 more views, reported as variant 'literal'.
+            for name in (kind, "band_noise_literal") if kind == "band_noise" else (kind,):
+                for level in levels:
+                    corrupted[(name, float(level))] = TileView(
+                        val_ds, val_ids, corruption=name, level=level, **tile_args)
     seg = SegmentationViews(
         dataset=dataset, num_classes=data.NUM_CLASSES[dataset],
         class_names=tuple(data.CLASS_NAMES[dataset]), train=train,
