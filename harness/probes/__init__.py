@@ -4,7 +4,7 @@ Plain functions on numpy arrays ([rows, features] float16/32/64 features, intege
 """
 
 from harness.probes.knn import MissingClassWarning, knn_predict, knn_search
-from harness.probes.linear import LinearProbe
+from harness.probes.linear import LR_GRID, LinearProbe, LrChoice, choose_lr, fit_with_chosen_lr
 from harness.probes.metrics import (
     confusion_matrix,
     majority_class_fraction,
@@ -15,7 +15,11 @@ from harness.probes.metrics import (
 )
 
 __all__ = [
+    "LR_GRID",
     "LinearProbe",
+    "LrChoice",
+    "choose_lr",
+    "fit_with_chosen_lr",
     "MissingClassWarning",
     "confusion_matrix",
     "knn_predict",
