@@ -21,7 +21,9 @@ from harness.views import (
     VideoFrameView,
     band_mask,
     corrupt,
+    frame_rate,
     majority_patch_labels,
+    model_frame_size,
     tile,
     tile_labels,
 )
@@ -290,3 +292,19 @@ def test_video_frame_view_scales_boxes_and_numbers_tracks(tmp_path):
     assert objects[0].track_ids.tolist() == objects[2].track_ids.tolist() == [0, 1]
     assert objects[3].track_ids.tolist() == [2, 3]  # same track name in another video: another track
     np.testing.assert_allclose(view.grid_boxes(14)[1][0], np.array([56, 33.6, 168, 67.2]) / 14, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("source", "patch", "expected"), [
+    ((720, 1280), 16, (336, 592)), ((720, 1280), 14, (336, 602)),  # BDD100K
+    ((1080, 1920), 16, (336, 592)), ((480, 640), 16, (336, 448)),  # MOT17, MOT17-05
+    ((1280, 720), 16, (592, 336)),  # portrait: the short side is the width
+])
+def test_model_frame_size_keeps_the_aspect_ratio_on_the_patch_grid(source, patch, expected):
+    size = model_frame_size(source, 336, patch)
+    assert size == expected and size[0] % patch == size[1] % patch == 0
+    assert abs(size[1] / size[0] - source[1] / source[0]) < patch / 2 / min(size)
+
+
+def test_frame_rate_of_an_unknown_dataset_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="frame rate of fakevid videos unknown"):
+        frame_rate(FakeVideos(tmp_path), "a")

@@ -7,9 +7,10 @@ from harness.views.paper import (  # noqa: F401
     Record,
     RetrievalViews,
     SegmentationViews,
+    VarianceSet,
     overlap_views,
     retrieval_views,
     segmentation_views,
-    video_view,
+    video_views,
     views_to_extract,
 )

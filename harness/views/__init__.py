@@ -13,7 +13,7 @@ one Cityscapes frame).
 """
 
 from harness.views.fair1m import Fair1mTileView, parse_tile_id
-from harness.views.frames import FrameObjects, VideoFrameView
+from harness.views.frames import FrameObjects, VideoFrameView, frame_rate, model_frame_size
 from harness.views.ops import (
     BAND_EDGES,
     BAND_NOISE_STD,
@@ -28,7 +28,7 @@ from harness.views.ops import (
     tile,
     tile_labels,
 )
-from harness.views.paper import RetrievalViews, SegmentationViews
+from harness.views.paper import RetrievalViews, SegmentationViews, VarianceSet
 from harness.views.tiles import TileView
 
 __all__ = [
@@ -42,11 +42,14 @@ __all__ = [
     "RetrievalViews",
     "SegmentationViews",
     "TileView",
+    "VarianceSet",
     "VideoFrameView",
     "band_mask",
     "band_noise",
     "corrupt",
+    "frame_rate",
     "majority_patch_labels",
+    "model_frame_size",
     "parse_tile_id",
     "shift",
     "tile",
