@@ -243,3 +243,26 @@ def test_s4_6_reads_the_context_of_the_tile_the_model_saw(cityscapes_rows):
     random_row = next(r for r in rows if r.metric == "r2" and r.params["subset"] == "random"
                       and "variant" not in r.params)
     assert random_row.units.shape == (10, 3 * 30 + 1)  # 10 draws x 3 classes as targets
+
+
+def test_one_top_m_set_every_patch_of_the_middle_train_subset():
+    """R29: S4.2-S4.8 and S5.6 drop the same features: the top-m by variance over every patch
+    (labelled or not) of the middle Cityscapes train subset's tiles; S4.7 compares it with
+    other datasets' sets."""
+    from harness.analyses import feature_overlap, top_variance_features
+    from harness.experiments.common import cityscapes_top_features, top_features
+    from harness.experiments.overlap import overlap_measurements
+    from harness.views import VarianceSet
+
+    views, backbone, profile = cityscapes_like(), StandInBackbone(depth=3, embed_dim=CITY_WIDTH), PROFILES["smoke"]
+    top = cityscapes_top_features(backbone, views, embed, profile)
+    middle = views.train.features[views.middle_tiles].reshape(-1, CITY_WIDTH)
+    assert views.middle_n_train == 12 and len(top) == 17  # 200 of 768 -> 17 of 64
+    np.testing.assert_array_equal(top, top_variance_features(middle, 17))
+    assert set(range(32, 40)) <= set(top.tolist())  # the planted loud features lead it
+    sources = {"cityscapes": views.variance_set(), "ade20k": VarianceSet(views.train),
+               "fair1m": VarianceSet(views.val)}
+    rows = overlap_measurements("mae", backbone, sources, embed, profile)
+    expected = feature_overlap(top, top_features(backbone, VarianceSet(views.val), embed, 200))
+    assert read(rows, "overlap", "mae", pair="cityscapes/fair1m", m=200) == expected
+    assert read(rows, "overlap", "mae", pair="cityscapes/ade20k", m=200) >= 8

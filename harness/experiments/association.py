@@ -24,13 +24,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness import analyses
+from harness.analyses.association import POOL_OUTPUT_SIZE, POOL_SAMPLING_RATIO
 from harness.experiments.common import Embed
 from harness.measurements import Measurement
 from harness.profiles import Profile
 
 ACCURACIES = ("instance_acc", "category_acc", "category_acc_wrong")
 # name -> (ROIAlign output size, sampling ratio); the main one pools each box to its mean.
-POOLINGS = {"main": ((1, 1), 0), "roi7x7": ((7, 7), 2)}
+POOLINGS = {"main": (POOL_OUTPUT_SIZE, POOL_SAMPLING_RATIO), "roi7x7": ((7, 7), 2)}
 
 
 def association_measurements(

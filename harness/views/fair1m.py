@@ -38,6 +38,9 @@ def _crop(image: np.ndarray, y0: int, x0: int, height: int, width: int) -> np.nd
     return image[ys[:, None], xs[None, :]]
 
 
+MIN_COVER = 0.25  # share of a patch an object must cover for the patch to lie on it
+
+
 class Fair1mTileView:
     """S5 view: `out` x `out` FAIR1M tiles named '<sample id>@<y0>,<x0>' (see
     subsets.fair1m_ids), optionally transformed: 'shift' k (the window moves k px up-left over
@@ -45,7 +48,7 @@ class Fair1mTileView:
     'noise' (on the tile itself, mirrored borders for the blur, as for a Cityscapes tile)."""
 
     def __init__(self, dataset, tile_ids: Sequence[str], out: int = 224, transform: str | None = None,
-                 level: float | None = None, seed: int = 0, min_cover: float = 0.25):
+                 level: float | None = None, seed: int = 0, min_cover: float = MIN_COVER):
         level = check_corruption(transform, level)
         if transform not in (None, "shift", "blur", "noise"):
             raise ValueError("FAIR1M views take 'shift', 'blur' or 'noise'")
