@@ -146,10 +146,11 @@ def reconstruction_errors(backbone, decoder: MaeDecoder, view, zeroed: dict[str,
     patches of the per-patch norm-pix MSE, number of scored patches). mask_ratio None: no
     mask, every patch scored; else MAE's masking (fixed seed per tile id), the masked
     patches scored. The encoder runs once per batch for all the zeroed sets."""
-    p = backbone.patch_size
+    p, device = backbone.patch_size, backbone.device
+    decoder = decoder.to(device)
     sums = {name: [] for name in zeroed}
     counts = []
-    dims = {name: torch.as_tensor(np.asarray(d, dtype=np.int64)) for name, d in zeroed.items()}
+    dims = {name: torch.as_tensor(np.asarray(d, dtype=np.int64), device=device) for name, d in zeroed.items()}
     for start in range(0, len(view), batch_size):
         index = range(start, min(start + batch_size, len(view)))
         x = backbone.preprocess(np.stack([view[i] for i in index]))
@@ -160,14 +161,15 @@ def reconstruction_errors(backbone, decoder: MaeDecoder, view, zeroed: dict[str,
         else:
             drawn = [random_masking(n_patches, mask_ratio, seed_for("mae_mask", view.ids[i])) for i in index]
             ids_keep, ids_restore, mask = (torch.stack(parts) for parts in zip(*drawn, strict=True))
-        latent = encode_visible(backbone.module, x, ids_keep.to(x.device)).float().cpu()
-        target = norm_pix_target(x.float().cpu(), p)
-        counts.append(mask.sum(1).numpy())
+        ids_keep, ids_restore, mask = ids_keep.to(device), ids_restore.to(device), mask.to(device)
+        latent = encode_visible(backbone.module, x, ids_keep).float()
+        target = norm_pix_target(x.float(), p)
+        counts.append(mask.sum(1).cpu().numpy())
         for name, d in dims.items():
             kept = latent.clone()
             kept[..., d] = 0
             per_patch = ((decoder(kept, ids_restore) - target) ** 2).mean(-1)  # [B, L]
-            sums[name].append((per_patch * mask).sum(1).numpy())
+            sums[name].append((per_patch * mask).sum(1).cpu().numpy())
     total = np.concatenate(counts).astype(np.float64)
     return {name: (np.concatenate(s).astype(np.float64), total) for name, s in sums.items()}
 
