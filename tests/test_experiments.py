@@ -266,3 +266,17 @@ def test_one_top_m_set_every_patch_of_the_middle_train_subset():
     expected = feature_overlap(top, top_features(backbone, VarianceSet(views.val), embed, 200))
     assert read(rows, "overlap", "mae", pair="cityscapes/fair1m", m=200) == expected
     assert read(rows, "overlap", "mae", pair="cityscapes/ade20k", m=200) >= 8
+
+
+def test_the_learning_rate_is_chosen_once_per_model_and_probe():
+    """On held-out images of the middle train subset, all features; the probe keeps it at
+    every training size and pruning level, and every fit reports it as an `lr` row."""
+    views = cityscapes_like(seed=3)
+    rows = segmentation_measurements("mae", StandInBackbone(depth=3, embed_dim=CITY_WIDTH), views, embed,
+                                     PROFILES["smoke"], with_layers=False, with_corruptions=False,
+                                     lr_grid=(1e-3, 1e-1))
+    lrs = {(r.params["probe"], r.params["n_train"], r.params.get("m", 0)): r.value for r in rows if r.metric == "lr"}
+    assert set(lrs) == {("linear_bn", 6, 0), ("linear_bn", 12, 0), ("linear_bn", 24, 0), ("linear", 12, 0),
+                        ("linear_bn", 12, 200)}
+    assert len({v for (probe, _, _), v in lrs.items() if probe == "linear_bn"}) == 1
+    assert set(lrs.values()) <= {1e-3, 1e-1}

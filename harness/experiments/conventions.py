@@ -78,9 +78,10 @@ def conventions(profile: Profile) -> dict[str, str]:
         "linear_probe": (
             f"softmax classifier (Linear) on frozen patch features, AdamW (weight decay 1e-4, cosine decay, "
             f"10 epochs of batches of 1024, at least 500 steps), cross entropy; the learning rate chosen "
-            f"per model, probe and train set from {', '.join(f'{lr:g}' for lr in LR_GRID)} by mIoU on a "
-            f"seeded held-out {HOLDOUT_FRACTION:.0%} of the train images (whole images, the same for every "
-            "model), then refitted on all train images; the chosen lr is reported (metric 'lr')."),
+            f"per model and probe from {', '.join(f'{lr:g}' for lr in LR_GRID)} by mIoU on a seeded "
+            f"held-out {HOLDOUT_FRACTION:.0%} of the middle train subset's images (whole images, the same "
+            "for every model), then the probe refitted on all its train images; that lr serves the probe "
+            "at every training size and pruning level; it is reported (metric 'lr')."),
         "linear_probe.batchnorm": (
             f"MAE's linear-probe BatchNorm: BatchNorm1d(affine=False, eps={BATCHNORM_EPS:g}), running "
             f"statistics over all training batches; the paper's probe uses it for MAE only; "

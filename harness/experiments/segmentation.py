@@ -19,8 +19,9 @@ the training size the probe saw; the middle size where a row does not vary it).
 - `n_patches` (class_name 'bus'): the number of val patches of that class.
 - `majority_fraction` / `majority_fraction_pooled`: k-NN's collapse to one class (S3.11), on
   clean val images and under every corruption.
-- `lr`: the learning rate chosen on held-out train images for every linear probe fitted
-  (probe, n_train, and m when pruned); no units.
+- `lr`: the learning rate of every linear probe fitted (probe, n_train, and m when pruned),
+  chosen per (model, probe) on held-out images of the middle train subset with all
+  features, and used for that probe at every size and m; no units.
 - `variance_ratio` (S4.1): top-10 / median feature variance, no units.
 - `r2` (S4.6, `subset` full/pruned/top/random): one sample per tile, ridge regression from
   the tile's central patch to its road/building/vegetation pixel fractions, fitted on the
@@ -143,15 +144,23 @@ class _Scorer:
         return self._row("n_patches", counts.sum(), {"class_name": class_name}, units, "sum")
 
 
-def _fit_linear(kind: str, train: _Split, views: SegmentationViews, n_train: int, seed: int,
-                lr_grid) -> tuple[probes.LinearProbe, probes.LrChoice]:
+def _fit_linear(kind: str, train: _Split, views: SegmentationViews, seed: int, lr_grid,
+                chosen: dict[str, probes.LrChoice]) -> probes.LinearProbe:
+    """The `kind` probe on `train`; its learning rate chosen on held-out images the first
+    time (the middle training size, all features) and kept in `chosen` for every other fit
+    of that probe (other sizes, pruned features): one lr per (model, probe)."""
+    batchnorm = kind == "linear_bn"
     with warnings.catch_warnings():  # few-shot sets lack rare classes; their IoU shows it
         warnings.simplefilter("ignore", probes.MissingClassWarning)
-        return probes.fit_with_chosen_lr(
-            train.x, train.y, train.unit, batchnorm=(kind == "linear_bn"), num_classes=views.num_classes,
+        if kind in chosen:
+            return probes.LinearProbe(batchnorm=batchnorm, seed=seed, lr=chosen[kind].lr).fit(
+                train.x, train.y, num_classes=views.num_classes)
+        probe, chosen[kind] = probes.fit_with_chosen_lr(
+            train.x, train.y, train.unit, batchnorm=batchnorm, num_classes=views.num_classes,
             seed=seed, lr_grid=lr_grid,
-            # the same held-out images for every model and probe of this train set
-            split_seed=seed_for("lr_holdout", views.dataset, n_train, views.train_seed))
+            # the same held-out images for every model and probe
+            split_seed=seed_for("lr_holdout", views.dataset, views.middle_n_train, views.train_seed))
+        return probe
 
 
 def segmentation_measurements(
@@ -189,10 +198,12 @@ def segmentation_measurements(
     pred = probes.knn_predict(_unit_rows(middle_train.x), middle_train.y, _unit_rows(val.x))
     out += score.rows(pred, val, probe="knn", variant="cosine", **main)
 
-    # k-NN vs linear by training-set size (S3.1-S3.5), last layer.
+    # k-NN vs linear by training-set size (S3.1-S3.5), last layer; the middle size first,
+    # where each probe's learning rate is chosen.
     paper = paper_linear(model)
     fitted: dict[str, probes.LinearProbe] = {}
-    for n_train in sorted(views.train_subsets):
+    chosen: dict[str, probes.LrChoice] = {}
+    for n_train in sorted(views.train_subsets, key=lambda n: n != middle):
         if n_train == middle:
             train, kinds = middle_train, ["linear", "linear_bn"] if model in BN_CONTRAST_MODELS else [paper]
         else:
@@ -200,8 +211,8 @@ def segmentation_measurements(
             pred = probes.knn_predict(train.x, train.y, val.x)
             out += score.rows(pred, val, probe="knn", layer=last, n_train=n_train, **clean)
         for kind in kinds:
-            probe, choice = _fit_linear(kind, train, views, n_train, seed, lr_grid)
-            out.append(_lr_row(model, views, choice, kind, n_train, last))
+            probe = _fit_linear(kind, train, views, seed, lr_grid, chosen)
+            out.append(_lr_row(model, views, chosen[kind], kind, n_train, last))
             out += score.rows(probe.predict(val.x), val, probe=kind, layer=last, n_train=n_train, **clean)
             if n_train == middle:
                 fitted[kind] = probe
@@ -218,7 +229,7 @@ def segmentation_measurements(
             out += score.majority(pred, cval, probe="knn", **params)
 
     if with_variance:
-        out += _variance_measurements(model, backbone, views, middle_train, val, score, fitted,
+        out += _variance_measurements(model, backbone, views, middle_train, val, score, fitted, chosen,
                                       profile, seed, lr_grid, train_feats[last], val_feats[last])
     return out
 
@@ -228,7 +239,7 @@ def _lr_row(model, views, choice: probes.LrChoice, kind: str, n_train: int, laye
     return Measurement("lr", model, choice.lr, {**params, "m": m} if m else params)
 
 
-def _variance_measurements(model, backbone, views, train, val, score, fitted, profile, seed,
+def _variance_measurements(model, backbone, views, train, val, score, fitted, chosen, profile, seed,
                            lr_grid, train_feats, val_feats) -> list[Measurement]:
     """S4.1-S4.6: variance spectrum, pruning, BatchNorm before k-NN, global context."""
     last, middle = backbone.depth, views.middle_n_train
@@ -249,8 +260,8 @@ def _variance_measurements(model, backbone, views, train, val, score, fitted, pr
         out += score.rows(pred, val, probe="knn", m=m, **common)
         if m == profile.top_m:
             kind = paper_linear(model)
-            probe, choice = _fit_linear(kind, _Split(train_x, train.y, train.unit), views, middle, seed, lr_grid)
-            out.append(_lr_row(model, views, choice, kind, middle, last, m))
+            probe = _fit_linear(kind, _Split(train_x, train.y, train.unit), views, seed, lr_grid, chosen)
+            out.append(_lr_row(model, views, chosen[kind], kind, middle, last, m))
             out += score.rows(probe.predict(val_x), val, probe=kind, m=m, **common)
 
     if "linear_bn" in fitted:  # S4.5: the probe's BatchNorm (train standardisation) before k-NN
