@@ -1,7 +1,6 @@
 """Moved to `harness.views.paper` (experiments import views, never the reverse); this name
 stays only for the old claims fixtures until they are replaced."""
 
-from harness.views.paper import *  # noqa: F403
 from harness.views.paper import (  # noqa: F401
     ADE20K_SIZE,
     Record,
