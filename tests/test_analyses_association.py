@@ -38,18 +38,24 @@ def video(rng, name, n_frames=12, n_tracks=6, drift=0.05, dim=16, categories=Non
     return frames
 
 
-def reference(frames, gap):
+def reference(frames, gap, conditioned=True):
+    """Per-query loop: with `conditioned`, only objects whose track is present at t + gap."""
     by = {(f.video, f.frame): f for f in frames}
-    inst, cat = [], []
+    inst, cat, objects, left_out = [], [], 0, 0
     for (v, t), f in by.items():
         g = by.get((v, t + gap))
-        if g is None or not len(f.track_ids) or not len(g.track_ids):
+        if g is None:
             continue
         for q, tid, c in zip(f.vectors, f.track_ids, f.categories, strict=True):
+            objects += 1
+            present = tid in set(g.track_ids.tolist())
+            left_out += not present
+            if (conditioned and not present) or not len(g.track_ids):
+                continue
             i = int(np.argmin(((g.vectors.astype(np.float64) - q) ** 2).sum(1)))
             inst.append(g.track_ids[i] == tid)
             cat.append(g.categories[i] == c)
-    return np.mean(inst), np.mean(cat), len(inst)
+    return np.mean(inst), np.mean(cat), len(inst), left_out / objects
 
 
 def test_matches_reference_and_planted_identity():
@@ -57,17 +63,42 @@ def test_matches_reference_and_planted_identity():
     frames = video(rng, "a") + video(rng, "b", drift=2.0)
     result = association_accuracy(frames, gaps=[1, 3, 8])
     for gap in (1, 3, 8):
-        inst, cat, n = reference(frames, gap)
+        inst, cat, n, left_out = reference(frames, gap)
         assert result.per_gap[gap]["instance_accuracy"] == pytest.approx(inst)
         assert result.per_gap[gap]["category_accuracy"] == pytest.approx(cat)
         assert result.per_gap[gap]["n_queries"] == n
+        assert result.per_gap[gap]["left_out"] == pytest.approx(left_out) and left_out > 0
+        inst, cat, _, _ = reference(frames, gap, conditioned=False)
+        assert result.per_gap[gap]["all_objects_instance_accuracy"] == pytest.approx(inst)
+        assert result.per_gap[gap]["all_objects_category_accuracy"] == pytest.approx(cat)
     easy = association_accuracy(video(rng, "c", drift=0.01, presence=1.0), gaps=[1, 5])
     assert easy.per_gap[1]["instance_accuracy"] == 1.0 and easy.per_gap[5]["instance_accuracy"] == 1.0
     assert np.isnan(easy.per_gap[1]["category_accuracy_wrong"])
     # Vectors unrelated to identity: accuracy near chance (1 in ~6).
     noise = association_accuracy(video(rng, "d", drift=50.0, n_frames=30, presence=1.0), gaps=[1])
     assert noise.per_gap[1]["instance_accuracy"] < 0.4
-    assert len(result.instance_correct) == sum(result.per_gap[g]["n_queries"] for g in (1, 3, 8))
+    assert result.present.sum() == sum(result.per_gap[g]["n_queries"] for g in (1, 3, 8))
+    assert len(result.present) == sum(result.per_gap[g]["n_objects"] for g in (1, 3, 8))
+
+
+def test_an_object_leaving_the_scene_no_longer_lowers_instance_accuracy():
+    """R1: identities are perfectly kept (no drift), but one object leaves after frame 4. It
+    cannot be matched at t + D once gone, so counting it would read as a failure that grows
+    with D; it is left out (and its share reported) instead."""
+    rng = np.random.default_rng(3)
+    identity = rng.normal(size=(4, 8))
+    frames = []
+    for t in range(12):
+        tracks = np.arange(4) if t <= 4 else np.arange(3)  # track 3 leaves the scene
+        frames.append(FrameObjects("v", t, identity[tracks], tracks, tracks % 2))
+    result = association_accuracy(frames, gaps=[1, 3, 6])
+    for gap in (1, 3, 6):
+        assert result.per_gap[gap]["instance_accuracy"] == 1.0
+        assert result.per_gap[gap]["left_out"] > 0
+        assert result.per_gap[gap]["all_objects_instance_accuracy"] < 1.0  # the earlier count
+    # the longer the gap, the more pairs see the object gone, the more the earlier count fell
+    assert (result.per_gap[6]["all_objects_instance_accuracy"]
+            < result.per_gap[1]["all_objects_instance_accuracy"])
 
 
 def test_wrong_matches_keep_category_when_categories_cluster():

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.analyses import context_feature_subset, feature_variances, global_context_r2
+from harness.analyses import (
+    context_feature_subset,
+    feature_variances,
+    global_context_r2,
+    r2_from_units,
+    tile_context_units,
+)
 
 
 def world(rng, n=400, dim=40, info_in_loud=False):
@@ -61,3 +67,32 @@ def test_bad_inputs():
     bad[0, 0] = np.inf
     with pytest.raises(ValueError, match="fractions has 1 rows containing NaN or inf"):
         global_context_r2(x, bad)
+
+
+def test_tile_context_units_give_the_val_r2_per_target_and_resample_by_unit():
+    rng = np.random.default_rng(3)
+    x, y = world(rng, n=600)
+    groups = np.repeat(np.arange(60), 10)  # 60 train images of 10 tiles
+    vx, vy = world(np.random.default_rng(4), n=200)
+    vx[:, :] = x[:200] + rng.normal(0, 0.01, (200, x.shape[1]))  # val tiles near train tiles
+    vy = y[:200]
+    units_of = np.repeat(np.arange(20), 10)
+    units = tile_context_units(x, y, groups, vx, vy, units_of, n_units=21)
+    assert units.shape == (21, 3 * 3 + 1) and units[20].sum() == 0  # unit 20 holds no tile
+    r2 = r2_from_units(units)
+    assert 0.8 < r2 <= 1.0
+    # R^2 = 1 - SSE / SST per target, SST about the val targets' own mean
+    sse = units[:, :3].sum(0)
+    sst = ((vy - vy.mean(0)) ** 2).sum(0)
+    assert r2 == pytest.approx(np.mean(1 - sse / sst))
+    # a resample of units is the R^2 of those images' tiles
+    half = r2_from_units(units[:10])
+    sse_h, sst_h = units[:10, :3].sum(0), ((vy[:100] - vy[:100].mean(0)) ** 2).sum(0)
+    assert half == pytest.approx(np.mean(1 - sse_h / sst_h))
+
+
+def test_tile_context_folds_keep_an_images_tiles_together():
+    rng = np.random.default_rng(5)
+    x, y = world(rng, n=100)
+    with pytest.raises(ValueError, match=">= 2 train images"):
+        tile_context_units(x, y, np.zeros(100), x, y, np.zeros(100, int), 1)

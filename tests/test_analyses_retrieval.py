@@ -20,6 +20,8 @@ def reference(base_x, base, query_x, query, exclude_source):
             counts["original"] += 1
         elif base["fine"][i] < 0:
             counts["background"] += 1
+        elif base["instance"][i] == query["instance"][j]:
+            counts["same_instance"] += 1
         elif base["fine"][i] == query["fine"][j]:
             counts["same_fine"] += 1
         elif base["super"][i] == query["super"][j]:
@@ -39,7 +41,8 @@ def world(rng, n_images=8, patches=16, dim=12):
     meta = {
         "source": np.repeat(np.arange(n_images), patches),
         "position": np.tile(np.arange(patches), n_images),
-        "instance": np.where(fine >= 0, np.arange(n), -1),
+        # one object per (image, fine category): its patches share an instance id
+        "instance": np.where(fine >= 0, np.repeat(np.arange(n_images), patches) * 10 + fine, -1),
         "fine": fine,
         "super": sup,
     }
@@ -84,3 +87,21 @@ def test_bad_meta():
     meta["super"] = np.zeros(3, int)
     with pytest.raises(ValueError, match="super has 3 entries but the features have 4 rows"):
         retrieval_outcomes(x, meta, x, meta)
+
+
+def test_another_patch_of_the_same_object_is_same_instance_not_same_fine():
+    """R17: the paper's 'same fine-grained category' is another instance; a neighbouring
+    patch of the query's own object (once counted there) is its own outcome."""
+    # base: tile 0 holds one plane (instance 5) on patches 0 and 1; tile 1 another plane
+    # (instance 9) of the same fine category on patch 0; everything else background
+    base_x = np.array([[0, 0], [1, 0], [5, 5], [9, 9]], np.float32)
+    base = {"source": np.array([0, 0, 1, 1]), "position": np.array([0, 1, 0, 1]),
+            "instance": np.array([5, 5, 9, -1]), "fine": np.array([3, 3, 3, -1]),
+            "super": np.array([0, 0, 0, -1])}
+    # query: tile 0 shifted, so its patch 0 now looks like the original patch 1
+    query_x = np.array([[1.0, 0.1], [5.1, 5.0]], np.float32)
+    query = {"source": np.array([0, 1]), "position": np.array([0, 0]), "instance": np.array([5, 9]),
+             "fine": np.array([3, 3]), "super": np.array([0, 0])}
+    got = retrieval_outcomes(base_x, base, query_x, query)
+    assert [OUTCOMES[k] for k in got.outcome] == ["same_instance", "original"]
+    assert OUTCOMES == ("original", "same_instance", "same_fine", "same_super", "other", "background")

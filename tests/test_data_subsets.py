@@ -37,6 +37,28 @@ def test_cityscapes_train_subsets_are_nested_and_reproducible(cityscapes_train):
     assert record["ids"] == list(four) and record["notes"] == []
 
 
+def test_train_seed_zero_is_the_original_draw_and_other_seeds_redraw_nested_subsets(cityscapes_train, synthetic_world):
+    from harness.config import ROOT_SEED, rng
+
+    ds = cityscapes_train
+    # the draw as it was before train seeds: per city, the first k of one seeded permutation
+    original = []
+    for city in sorted(ds.cities):
+        ids = sorted(i for i in ds.ids if ds.group_of(i) == city)
+        order = rng("subset", ds.name, ds.split, city, root=ROOT_SEED).permutation(len(ids))
+        original += [ids[i] for i in order[:4]]
+    assert list(cityscapes_train_ids(ds, 4)) == original
+    assert cityscapes_train_ids(ds, 4, train_seed=0) == cityscapes_train_ids(ds, 4)
+    redrawn = {k: cityscapes_train_ids(ds, k, train_seed=1) for k in (2, 4)}
+    assert redrawn[4] != cityscapes_train_ids(ds, 4)
+    assert set(redrawn[2]) < set(redrawn[4])  # still nested
+    assert all(sum(ds.group_of(i) == city for i in redrawn[4]) == 4 for city in ds.cities)
+    assert cityscapes_train_ids(ds, 4, train_seed=2) not in (redrawn[4], cityscapes_train_ids(ds, 4))
+    ade = open_dataset("ade20k", synthetic_world / "ade20k", "train")
+    assert ade20k_train_ids(ade, per_class=1, train_seed=0) == ade20k_train_ids(ade, per_class=1)
+    assert ade20k_train_ids(ade, per_class=1, train_seed=3) != ade20k_train_ids(ade, per_class=1)
+
+
 def test_subsets_take_what_a_small_dataset_has_and_say_so(cityscapes_train, synthetic_world):
     more = cityscapes_train_ids(cityscapes_train, 10, seed=0)
     assert len(more) == 24 and len(more.notes) == 3 and "aachen: 8 images available, 10 asked" in more.notes[0]

@@ -8,12 +8,14 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import jaccard_score
 
 from harness.probes import (
+    accuracy_from_confusion,
     confusion_matrix,
     majority_class_fraction,
     miou,
     miou_from_confusion,
     patch_accuracy,
     per_image_confusion,
+    per_image_majority,
 )
 
 
@@ -85,3 +87,26 @@ def test_bad_inputs():
         patch_accuracy(np.zeros(2, int), np.full(2, 255))
     with pytest.raises(ValueError, match="one entry per patch"):
         per_image_confusion(np.zeros(3, int), np.zeros(3, int), np.zeros(2, int), 2)
+
+
+def test_miou_over_a_class_subset_keeps_every_confusion():
+    # class 0 is confused with class 2; the subset {0, 1} still counts those confusions
+    cm = np.array([[3, 0, 1], [0, 2, 0], [2, 0, 4]])
+    _, iou = miou_from_confusion(cm)
+    mean, _ = miou_from_confusion(cm, classes=[0, 1])
+    assert mean == pytest.approx((iou[0] + iou[1]) / 2) and iou[0] == pytest.approx(3 / 6)
+    assert np.isnan(miou_from_confusion(np.zeros((3, 3)), classes=[0])[0])
+    assert accuracy_from_confusion(cm) == pytest.approx(9 / 12)
+    stacked = accuracy_from_confusion(np.stack([cm, np.eye(3)]))
+    np.testing.assert_allclose(stacked, [9 / 12, 1.0])
+
+
+def test_per_image_majority_sees_a_collapse_per_image_that_pooling_hides():
+    # image 0 all class 2, image 1 all class 5, image 2 mixed; image 3 has no patches
+    pred = np.array([2, 2, 2, 5, 5, 1, 2, 3, 3])
+    image = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    per_image, pooled = per_image_majority(pred, image, n_images=4)
+    np.testing.assert_allclose(per_image, [[1, 1], [1, 1], [0.5, 1], [0, 0]])
+    assert per_image[:, 0].sum() / per_image[:, 1].sum() == pytest.approx(2.5 / 3)
+    np.testing.assert_allclose(pooled, [[3, 3], [0, 2], [1, 4], [0, 0]])  # pooled majority: class 2
+    assert majority_class_fraction(pred) == pytest.approx(pooled[:, 0].sum() / pooled[:, 1].sum())

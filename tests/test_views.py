@@ -21,7 +21,9 @@ from harness.views import (
     VideoFrameView,
     band_mask,
     corrupt,
+    frame_rate,
     majority_patch_labels,
+    model_frame_size,
     tile,
     tile_labels,
 )
@@ -189,16 +191,20 @@ def test_tile_view_tiles_labels_and_sources():
     assert (tile_index, row, col) == (8 + 6, 0, 0)  # centre pixel (256, 512) opens tile row 1, col 2
 
 
-def test_tile_view_key_and_corruption_before_tiling():
+def test_tile_view_key_and_corruption_after_tiling():
     ds = FakeSegDataset()
     clean = TileView(ds, ["val/im0"])
     blurred = TileView(ds, ["val/im0"], corruption="blur", level=20)
     assert clean.key != blurred.key != TileView(ds, ["val/im1"]).key
     assert clean.key == TileView(ds, ["val/im0"]).key
     assert blurred.key == TileView(ds, ["val/im0"], corruption="blur", level=20.0).key
-    # blurring the whole image first mixes pixels across the tile border, unlike blurring a tile
-    whole = tile(corrupt(ds.samples["val/im0"].image, "blur", 20), 256, 224)
-    np.testing.assert_array_equal(blurred[1], whole[1])
+    # each 224 tile is blurred as an image of its own, after its resize
+    np.testing.assert_array_equal(blurred[1], corrupt(clean[1], "blur", 20))
+    whole_first = tile(corrupt(ds.samples["val/im0"].image, "blur", 20), 256, 224)
+    assert not np.array_equal(blurred[1], whole_first[1])
+    noisy = TileView(ds, ["val/im0"], corruption="noise", level=10, seed=1)
+    assert noisy.key != TileView(ds, ["val/im0"], corruption="noise", level=10, seed=2).key
+    assert not np.array_equal(noisy[0] - clean[0], noisy[1] - clean[1])  # noise drawn per tile
     shifted = TileView(ds, ["val/im0"], corruption="shift", level=3)
     assert shifted.labels(0)[3 + 20, 3 + 256] == 1 and shifted.labels(0)[22, 258] == 255
     with pytest.raises(ValueError, match="needs a level"):
@@ -244,6 +250,7 @@ def test_fair1m_tile_view_patch_objects_and_shift():
     assert shifted.key != view.key
     blurred = Fair1mTileView(ds, ["train/0@100,100"], transform="blur", level=10)[0]
     assert abs(blurred.mean() - view[0].mean()) < 2
+    np.testing.assert_array_equal(blurred, corrupt(view[0], "blur", 10))  # as a Cityscapes tile
     with pytest.raises(ValueError, match="tile id"):
         Fair1mTileView(ds, ["train/0"])
 
@@ -285,3 +292,19 @@ def test_video_frame_view_scales_boxes_and_numbers_tracks(tmp_path):
     assert objects[0].track_ids.tolist() == objects[2].track_ids.tolist() == [0, 1]
     assert objects[3].track_ids.tolist() == [2, 3]  # same track name in another video: another track
     np.testing.assert_allclose(view.grid_boxes(14)[1][0], np.array([56, 33.6, 168, 67.2]) / 14, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("source", "patch", "expected"), [
+    ((720, 1280), 16, (336, 592)), ((720, 1280), 14, (336, 602)),  # BDD100K
+    ((1080, 1920), 16, (336, 592)), ((480, 640), 16, (336, 448)),  # MOT17, MOT17-05
+    ((1280, 720), 16, (592, 336)),  # portrait: the short side is the width
+])
+def test_model_frame_size_keeps_the_aspect_ratio_on_the_patch_grid(source, patch, expected):
+    size = model_frame_size(source, 336, patch)
+    assert size == expected and size[0] % patch == size[1] % patch == 0
+    assert abs(size[1] / size[0] - source[1] / source[0]) < patch / 2 / min(size)
+
+
+def test_frame_rate_of_an_unknown_dataset_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="frame rate of fakevid videos unknown"):
+        frame_rate(FakeVideos(tmp_path), "a")

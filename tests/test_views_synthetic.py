@@ -10,6 +10,7 @@ from harness.views import (
     Fair1mTileView,
     TileView,
     VideoFrameView,
+    frame_rate,
     majority_patch_labels,
     tile_labels,
 )
@@ -58,11 +59,34 @@ def test_fair1m_tile_view_patches_lie_on_their_objects(synthetic_world):
 def test_video_frame_view_on_bdd_and_mot17(synthetic_world):
     for name, split in (("bdd100k_mot", "val"), ("mot17", "train")):
         ds = open_dataset(name, synthetic_world / name, split)
-        view = VideoFrameView(ds, video_ids(ds))
-        assert len(view) == 80 and view[41].shape == (336, 560, 3)
+        view = VideoFrameView(ds, video_ids(ds), short_side=336, patch_size=16)
+        height, width = view.size
+        assert height == 336 and width % 16 == 0
+        source_h, source_w = view.source_size
+        assert abs(width - 336 * source_w / source_h) <= 8  # the aspect ratio, within half a patch
+        assert len(view) == 80 and view[41].shape == (height, width, 3)
+        assert VideoFrameView(ds, video_ids(ds), short_side=336, patch_size=14).size[1] % 14 == 0
         objects = view.frame_objects()
         boxes = np.concatenate([o.boxes for o in objects])
-        assert (boxes >= 0).all() and (boxes[:, 2] <= 560).all() and (boxes[:, 3] <= 336).all()
+        assert (boxes >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
         first_video = set(np.concatenate([o.track_ids for o in objects[:40]]).tolist())
         second_video = set(np.concatenate([o.track_ids for o in objects[40:]]).tolist())
         assert first_video and second_video and not first_video & second_video
+    assert frame_rate(open_dataset("bdd100k_mot", synthetic_world / "bdd100k_mot", "val"), video_ids(
+        open_dataset("bdd100k_mot", synthetic_world / "bdd100k_mot", "val"))[0]) == 5.0
+    mot = open_dataset("mot17", synthetic_world / "mot17", "train")
+    assert frame_rate(mot, video_ids(mot)[0]) == 30.0  # the synthetic seqinfo.ini's frameRate
+
+
+def test_video_views_group_videos_by_frame_size_and_record_the_resolution(synthetic_world):
+    from harness.profiles import PROFILES
+    from harness.views.paper import video_views
+
+    recorded = {}
+    views, keys = video_views(PROFILES["paper"], "mot17", synthetic_world / "mot17", patch_size=14,
+                              record=recorded.__setitem__)
+    assert len(views) == 1 and keys == [views[0].key]  # both synthetic sequences are 960x540
+    sizes = recorded["mot17/frame-sizes/patch-14"]
+    assert sizes == [{"source_hw": [540, 960], "model_input_hw": [336, 602], "videos": 2, "fps": [30.0]}]
+    other, _ = video_views(PROFILES["paper"], "mot17", synthetic_world / "mot17", patch_size=16)
+    assert other[0].size == (336, 592) and other[0].key != views[0].key

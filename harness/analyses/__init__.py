@@ -13,7 +13,12 @@ from harness.analyses.bootstrap import (
     resample_counts,
     resample_indices,
 )
-from harness.analyses.context import context_feature_subset, global_context_r2
+from harness.analyses.context import (
+    context_feature_subset,
+    global_context_r2,
+    r2_from_units,
+    tile_context_units,
+)
 from harness.analyses.overlap import feature_overlap, top_feature_overlap
 from harness.analyses.retrieval import OUTCOMES, PatchMeta, RetrievalOutcomes, retrieval_outcomes
 from harness.analyses.robustness import relative_drop
@@ -43,11 +48,13 @@ __all__ = [
     "global_context_r2",
     "majority_class_fraction",
     "pool_boxes",
+    "r2_from_units",
     "prune_top_variance",
     "relative_drop",
     "resample_counts",
     "resample_indices",
     "retrieval_outcomes",
+    "tile_context_units",
     "top_feature_overlap",
     "top_variance_features",
     "variance_ratio_top_over_median",

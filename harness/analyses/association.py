@@ -5,6 +5,12 @@ object; for a frame gap D each object at frame t retrieves the object at frame t
 the same video with the nearest vector (squared L2, exact: float64 Gram-form distances,
 with near-ties re-ranked by the direct float64 sum((a - b)^2), ties to the lowest object
 index within the target frame).
+
+Which objects count: a query is an object at t whose track is also present at t + D (an
+object that has left the scene cannot be matched). Every object at t of a frame pair (t,
+t + D) of the video is an object "at t"; those whose track is absent at t + D are left out
+(`present` False) and their share is reported. The unconditioned accuracy (every object at
+t that could retrieve anything, i.e. frame t + D has objects) is kept as a variant.
 """
 
 from __future__ import annotations
@@ -90,13 +96,15 @@ class FrameObjects:
 
 @dataclass(frozen=True)
 class AssociationResult:
-    """Per gap: accuracies and counts; per query: the raw outcomes (for the bootstrap)."""
+    """Per gap: a summary; per object at t of every frame pair (t, t + D): the raw outcomes."""
 
     per_gap: dict[int, dict[str, float]]
-    gap: np.ndarray  # [n_queries]
-    video: np.ndarray  # [n_queries] video of the query (object)
-    instance_correct: np.ndarray  # [n_queries] bool: same track id retrieved
-    category_correct: np.ndarray  # [n_queries] bool: same category retrieved
+    gap: np.ndarray  # [n] the pair's gap D
+    video: np.ndarray  # [n] video of the object
+    present: np.ndarray  # [n] bool: its track is present at t + D (a counted query)
+    queried: np.ndarray  # [n] bool: frame t + D has objects to retrieve from
+    instance_correct: np.ndarray  # [n] bool: same track id retrieved (False when not queried)
+    category_correct: np.ndarray  # [n] bool: same category retrieved (False when not queried)
 
 
 def _nearest_exact(query: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -128,12 +136,19 @@ def _check_frame(f: FrameObjects, dim: int | None) -> int:
     return v.shape[1]
 
 
-def association_accuracy(frames: Sequence[FrameObjects], gaps: Iterable[int]) -> AssociationResult:
-    """For each gap D: every object at t retrieves its nearest object at t + D (same video).
+def _share(hit: np.ndarray, among: np.ndarray) -> float:
+    return float(hit[among].mean()) if among.any() else float("nan")
 
-    Frame pairs where either frame has no objects are skipped. per_gap[D] holds
-    instance_accuracy, category_accuracy, category_accuracy_wrong (category accuracy among
-    the wrong-instance matches; NaN if none), n_queries, n_wrong.
+
+def association_accuracy(frames: Sequence[FrameObjects], gaps: Iterable[int]) -> AssociationResult:
+    """For each gap D: every object at t whose track is present at t + D retrieves its
+    nearest object at t + D (same video); see the module docstring for who counts.
+
+    per_gap[D] holds instance_accuracy, category_accuracy, category_accuracy_wrong (category
+    accuracy among the wrong-instance matches; NaN if none) over the counted queries,
+    n_queries, n_wrong, n_objects (objects at t), left_out (share of them whose track is
+    absent at t + D), and the unconditioned all_objects_instance_accuracy,
+    all_objects_category_accuracy, all_objects_category_accuracy_wrong.
     """
     gaps = [int(g) for g in gaps]
     if any(g < 1 for g in gaps):
@@ -147,35 +162,46 @@ def association_accuracy(frames: Sequence[FrameObjects], gaps: Iterable[int]) ->
             raise ValueError(f"video {f.video} frame {f.frame} appears twice")
         by_key[key] = f
     vectors = {k: np.asarray(f.vectors, np.float64) for k, f in by_key.items()}
-    rows_gap, rows_video, rows_inst, rows_cat = [], [], [], []
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("gap", "video", "present", "queried", "inst", "cat")}
     per_gap: dict[int, dict[str, float]] = {}
     for gap in gaps:
-        inst, cat = [], []
+        first = len(columns["gap"])
         for (video, t), f in by_key.items():
             g = by_key.get((video, t + gap))
-            if g is None or len(f.track_ids) == 0 or len(g.track_ids) == 0:
+            n = len(f.track_ids)
+            if g is None or n == 0:  # no frame t + D in this video, or nobody at t
                 continue
-            nearest = _nearest_exact(vectors[(video, t)], vectors[(video, t + gap)])
-            inst.append(np.asarray(g.track_ids)[nearest] == np.asarray(f.track_ids))
-            cat.append(np.asarray(g.categories)[nearest] == np.asarray(f.categories))
-            rows_video.append(np.full(len(nearest), video, dtype=object))
-        inst_arr = np.concatenate(inst) if inst else np.zeros(0, bool)
-        cat_arr = np.concatenate(cat) if cat else np.zeros(0, bool)
-        wrong = ~inst_arr
+            inst, cat = np.zeros(n, bool), np.zeros(n, bool)
+            if len(g.track_ids):
+                nearest = _nearest_exact(vectors[(video, t)], vectors[(video, t + gap)])
+                inst = np.asarray(g.track_ids)[nearest] == np.asarray(f.track_ids)
+                cat = np.asarray(g.categories)[nearest] == np.asarray(f.categories)
+            columns["gap"].append(np.full(n, gap))
+            columns["video"].append(np.full(n, video, dtype=object))
+            columns["present"].append(np.isin(np.asarray(f.track_ids), np.asarray(g.track_ids)))
+            columns["queried"].append(np.full(n, len(g.track_ids) > 0))
+            columns["inst"].append(inst)
+            columns["cat"].append(cat)
+        inst, cat, present, queried = (np.concatenate(columns[k][first:]) if len(columns[k]) > first
+                                       else np.zeros(0, bool) for k in ("inst", "cat", "present", "queried"))
         per_gap[gap] = {
-            "instance_accuracy": float(inst_arr.mean()) if inst_arr.size else float("nan"),
-            "category_accuracy": float(cat_arr.mean()) if cat_arr.size else float("nan"),
-            "category_accuracy_wrong": float(cat_arr[wrong].mean()) if wrong.any() else float("nan"),
-            "n_queries": int(inst_arr.size),
-            "n_wrong": int(wrong.sum()),
+            "instance_accuracy": _share(inst, present),
+            "category_accuracy": _share(cat, present),
+            "category_accuracy_wrong": _share(cat, present & ~inst),
+            "n_queries": int(present.sum()),
+            "n_wrong": int((present & ~inst).sum()),
+            "n_objects": int(present.size),
+            "left_out": float((~present).mean()) if present.size else float("nan"),
+            "all_objects_instance_accuracy": _share(inst, queried),
+            "all_objects_category_accuracy": _share(cat, queried),
+            "all_objects_category_accuracy_wrong": _share(cat, queried & ~inst),
         }
-        rows_gap.append(np.full(inst_arr.size, gap))
-        rows_inst.append(inst_arr)
-        rows_cat.append(cat_arr)
+
+    def joined(name, dtype):
+        return np.concatenate(columns[name]) if columns[name] else np.zeros(0, dtype)
+
     return AssociationResult(
-        per_gap=per_gap,
-        gap=np.concatenate(rows_gap) if rows_gap else np.zeros(0, int),
-        video=np.concatenate(rows_video) if rows_video else np.zeros(0, object),
-        instance_correct=np.concatenate(rows_inst) if rows_inst else np.zeros(0, bool),
-        category_correct=np.concatenate(rows_cat) if rows_cat else np.zeros(0, bool),
+        per_gap=per_gap, gap=joined("gap", int), video=joined("video", object),
+        present=joined("present", bool), queried=joined("queried", bool),
+        instance_correct=joined("inst", bool), category_correct=joined("cat", bool),
     )

@@ -3,11 +3,13 @@
 Each query patch lying on an annotated object (fine category >= 0) retrieves its exact
 nearest neighbour (squared L2, `knn_search`) among the base patches; the match is, in
 this order of precedence:
-  original    same source image and same patch position (impossible with exclude_source);
-  background  the retrieved patch is on no object (fine category -1);
-  same_fine   same fine-grained category;
-  same_super  same supercategory;
-  other       anything else.
+  original       same source image and same patch position (impossible with exclude_source);
+  background     the retrieved patch is on no object (fine category -1);
+  same_instance  another patch of the same object (instance id), not the original position;
+  same_fine      same fine-grained category: another instance;
+  same_super     same supercategory;
+  other          anything else.
+OUTCOMES lists them from the best match to the worst.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from harness.probes.knn import knn_search
 
-OUTCOMES = ("original", "background", "same_fine", "same_super", "other")
+OUTCOMES = ("original", "same_instance", "same_fine", "same_super", "other", "background")
 
 
 @dataclass(frozen=True)
@@ -89,15 +91,15 @@ def retrieval_outcomes(
             base.position[retrieved] == query.position[rows]
         )
         fine_b, super_b = base.fine[retrieved], base.super[retrieved]
-        outcome = np.select(
-            [
-                is_original,
-                fine_b < 0,
-                fine_b == query.fine[rows],
-                super_b == query.super[rows],
-            ],
-            [0, 1, 2, 3],
-            default=4,
-        )
+        instance_b = base.instance[retrieved]
+        labels = [
+            (is_original, "original"),
+            (fine_b < 0, "background"),
+            ((instance_b >= 0) & (instance_b == query.instance[rows]), "same_instance"),
+            (fine_b == query.fine[rows], "same_fine"),
+            (super_b == query.super[rows], "same_super"),
+        ]
+        outcome = np.select([condition for condition, _ in labels],
+                            [OUTCOMES.index(name) for _, name in labels], default=OUTCOMES.index("other"))
     counts = {name: int(np.sum(outcome == i)) for i, name in enumerate(OUTCOMES)}
     return RetrievalOutcomes(counts, int(rows.size), rows, outcome, retrieved)

@@ -77,10 +77,10 @@ def dataset_root(dataset: str, data_root, cache_dir) -> tuple[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.experiments.views import views_to_extract
     from harness.extract import embeddings
     from harness.profiles import PROFILES
     from harness.store import default_store
+    from harness.views.paper import views_to_extract
 
     if args.profile not in PROFILES:
         raise UsageError(f"unknown profile {args.profile!r}; expected one of {', '.join(PROFILES)}")

@@ -4,6 +4,10 @@ Each function returns a `Subset`: a tuple of ids (to record in the report) with 
 say where the dataset held fewer samples than asked (then all available are taken; this is
 how the small synthetic world is handled). Selections are nested: the first k of a per-group
 random order, so the 2-per-city set is inside the 4-per-city set, inside the 8-per-city set.
+
+The few-shot *train* subsets also take a `train_seed` (claim X.1 with --train-seeds N: the
+same selection rule, N independent draws, still nested); train_seed 0 is the paper run's
+draw, the same ids as before train seeds existed. Val subsets never change with it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ class Subset(tuple):
         return {"ids": list(self), "notes": list(self.notes)}
 
 
-def _rng(seed: int | None, *names: object) -> np.random.Generator:
-    return rng("subset", *names, root=ROOT_SEED if seed is None else seed)
+def _rng(seed: int | None, *names: object, train_seed: int = 0) -> np.random.Generator:
+    # train_seed 0 adds nothing to the names, so it reproduces the original draw exactly
+    extra = ("train_seed", train_seed) if train_seed else ()
+    return rng("subset", *names, *extra, root=ROOT_SEED if seed is None else seed)
 
 
 def _first_k(ids: list[str], k: int | None, generator: np.random.Generator) -> list[str]:
@@ -38,7 +44,7 @@ def _first_k(ids: list[str], k: int | None, generator: np.random.Generator) -> l
     return [ids[i] for i in order[: len(ids) if k is None else k]]
 
 
-def _per_group(ds, per_group: int, seed: int | None) -> Subset:
+def _per_group(ds, per_group: int, seed: int | None, train_seed: int = 0) -> Subset:
     groups: dict[str, list[str]] = defaultdict(list)
     for sample_id in ds.ids:
         groups[ds.group_of(sample_id)].append(sample_id)
@@ -47,13 +53,13 @@ def _per_group(ds, per_group: int, seed: int | None) -> Subset:
         ids = sorted(groups[group])
         if len(ids) < per_group:
             notes.append(f"{ds.name} {ds.split} {group}: {len(ids)} images available, {per_group} asked; took all")
-        chosen += _first_k(ids, per_group, _rng(seed, ds.name, ds.split, group))
+        chosen += _first_k(ids, per_group, _rng(seed, ds.name, ds.split, group, train_seed=train_seed))
     return Subset(chosen, notes)
 
 
-def cityscapes_train_ids(ds, per_city: int = 4, seed: int | None = None) -> Subset:
+def cityscapes_train_ids(ds, per_city: int = 4, seed: int | None = None, train_seed: int = 0) -> Subset:
     """k images per train city (k = 2, 4, 8 -> 36, 72, 144 images on the 18 real cities)."""
-    return _per_group(ds, per_city, seed)
+    return _per_group(ds, per_city, seed, train_seed)
 
 
 def cityscapes_val_ids(ds, per_city: int = 10, seed: int | None = None) -> Subset:
@@ -67,13 +73,14 @@ def ade20k_val_ids(ds, n: int = 300, seed: int | None = None) -> Subset:
     return Subset(_first_k(ids, n, _rng(seed, ds.name, ds.split)), notes)
 
 
-def ade20k_train_ids(ds, per_class: int = 4, seed: int | None = None, min_fraction: float = 0.001) -> Subset:
+def ade20k_train_ids(ds, per_class: int = 4, seed: int | None = None, min_fraction: float = 0.001,
+                     train_seed: int = 0) -> Subset:
     """`per_class` images for each of the 150 classes (600 in all). Images are visited in a
     seeded random order; an image is taken when it shows (>= min_fraction of its pixels) a
     class that still lacks images, and counts for the one of those with the fewest so far.
     Stops as soon as every class is full, so only part of the training set is read."""
     taken: dict[int, list[str]] = {c: [] for c in range(ds.num_classes)}
-    for sample_id in _first_k(sorted(ds.ids), None, _rng(seed, ds.name, ds.split)):
+    for sample_id in _first_k(sorted(ds.ids), None, _rng(seed, ds.name, ds.split, train_seed=train_seed)):
         counts = np.bincount(ds.labels_of(sample_id).ravel(), minlength=256)[: ds.num_classes]
         wanting = [c for c in np.flatnonzero(counts >= min_fraction * counts.sum()) if len(taken[c]) < per_class]
         if wanting:

@@ -1,12 +1,19 @@
 """Section 5 of the paper: instance and fine-grained patch retrieval on FAIR1M tiles.
 
 Every patch of a transformed tile that lies on an object retrieves its nearest patch among
-all patches of all original tiles. Units for the bootstrap are the original tiles.
+all patches of all original tiles (exact 1-NN, squared L2, last layer); the match is one of
+the OUTCOMES of `harness.analyses.retrieval` (original, same_instance, same_fine,
+same_super, other, background).
+
+Rows: `rate` per transform (`corruption`: shift, blur, noise), `level` and `outcome`, with
+`exclude_source` False, and for blur also True (the query's own tile removed from the
+gallery, fig. 6); units per original tile [n_tiles, 2] (queries with that outcome, queries),
+reducer 'ratio', unit_group 'fair1m/tiles'. With `pruned` (feature indices), the same rows
+once more without those features, as `variant='pruned'` of the same model (S5.6: MAE without
+the Cityscapes top-200 set of `cityscapes_top_features`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,13 +21,8 @@ from harness import analyses
 from harness.analyses.retrieval import OUTCOMES
 from harness.experiments.common import Embed, flat_patches
 from harness.measurements import Measurement
-from harness.profiles import Profile, scaled_m
-
-
-@dataclass
-class RetrievalViews:
-    original: object
-    transformed: dict[tuple[str, float], object]  # (transform, level) -> view
+from harness.profiles import Profile
+from harness.views import RetrievalViews
 
 
 def _patch_meta(view, patch_size: int) -> dict[str, np.ndarray]:
@@ -37,24 +39,21 @@ def _patch_meta(view, patch_size: int) -> dict[str, np.ndarray]:
 
 def retrieval_measurements(
     model: str, backbone, views: RetrievalViews, embed: Embed, profile: Profile,
-    with_pruned: bool = False,
+    pruned: np.ndarray | None = None,
 ) -> list[Measurement]:
-    """Outcome rates per transform and level (S5.1-S5.6), with and without the source image;
-    with_pruned adds `<model>_pruned`: the same without its top-m variance features."""
+    """Outcome rates per transform and level (S5.1-S5.6), with and without the source tile;
+    `pruned`: feature indices whose removal gives the variant='pruned' rows."""
     last = backbone.depth
     p = backbone.patch_size
     base_x = flat_patches(embed(backbone, views.original, [last])[last])
     base_meta = _patch_meta(views.original, p)
     n_units = int(np.max(base_meta["source"])) + 1
-    variants = {model: None}
-    if with_pruned:
-        variants[f"{model}_pruned"] = analyses.top_variance_features(
-            base_x, scaled_m(profile.top_m, base_x.shape[1]))
+    variants = {"main": None} | ({"pruned": np.asarray(pruned)} if pruned is not None else {})
     out: list[Measurement] = []
     for (transform, level), view in sorted(views.transformed.items()):
         query_x = flat_patches(embed(backbone, view, [last])[last])
         query_meta = _patch_meta(view, p)
-        for name, dropped in variants.items():
+        for variant, dropped in variants.items():
             bx, qx = base_x, query_x
             if dropped is not None:
                 bx, qx = analyses.drop_features(bx, dropped), analyses.drop_features(qx, dropped)
@@ -67,12 +66,13 @@ def retrieval_measurements(
                 counts = np.zeros((n_units, len(OUTCOMES)), dtype=np.int64)
                 np.add.at(counts, (source, result.outcome), 1)
                 total = counts.sum(1)
+                params = {"dataset": "fair1m", "corruption": transform, "level": level,
+                          "exclude_source": exclude_source, "layer": last}
+                if variant != "main":
+                    params["variant"] = variant
                 for k, outcome in enumerate(OUTCOMES):
                     units = np.stack([counts[:, k], total], axis=1)
                     value = float(units[:, 0].sum() / max(units[:, 1].sum(), 1))
-                    out.append(Measurement(
-                        "rate", name, value,
-                        {"dataset": "fair1m", "corruption": transform, "level": level,
-                         "outcome": outcome, "exclude_source": exclude_source, "layer": last},
-                        units=units, reducer="ratio", unit_group="fair1m/tiles"))
+                    out.append(Measurement("rate", model, value, {**params, "outcome": outcome},
+                                           units=units, reducer="ratio", unit_group="fair1m/tiles"))
     return out

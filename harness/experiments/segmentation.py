@@ -1,52 +1,75 @@
-"""Section 3 and 4 of the paper: few-shot patch classification on Cityscapes (and ADE20K),
+"""Sections 3 and 4 of the paper: few-shot patch classification on Cityscapes (and ADE20K),
 layer curves, robustness to corruptions, and the high-variance-feature analyses.
 
-Units for the bootstrap (claim X.1) are val images: every mIoU row carries one confusion
-matrix per val image.
+Rows (the metric table of issue 8). A row of the main protocol leaves `variant` out; rows
+carry dataset, probe, layer, n_train, corruption and level unless said otherwise (n_train:
+the training size the probe saw; the middle size where a row does not vary it).
+- `miou` and `patch_acc` (same keys), from one confusion matrix per val image:
+  * layer curves: k-NN at every layer, middle size; with `classes` 'easy' (road, vegetation,
+    sky, car, building) and 'hard' (the other classes) mIoU, and the IoU (`iou`) of 'bus';
+  * every training size, last layer: k-NN and the paper's linear probe (`paper_linear`);
+    at the middle size `linear` and `linear_bn` for MAE and SimMIM;
+  * `variant='cosine'`: 1-NN by cosine distance at the main setting (last layer, middle size);
+  * corruptions: k-NN and the paper's linear probe (both trained on the clean train images)
+    on every corrupted val view; band noise's literal convention as `variant='literal'`;
+  * pruning: k-NN without the m highest-variance features (`m`; every m of the profile for
+    MAE and SimMIM, m = top_m for the others), the paper's linear probe at m = top_m;
+  * `knn_bn`: k-NN on the features through the fitted `linear_bn` probe's BatchNorm, i.e.
+    standardised with the train set's statistics (MAE, SimMIM).
+- `n_patches` (class_name 'bus'): the number of val patches of that class.
+- `majority_fraction` / `majority_fraction_pooled`: k-NN's collapse to one class (S3.11), on
+  clean val images and under every corruption.
+- `lr`: the learning rate of every linear probe fitted (probe, n_train, and m when pruned),
+  chosen per (model, probe) on held-out images of the middle train subset with all
+  features, and used for that probe at every size and m; no units.
+- `variance_ratio` (S4.1): top-10 / median feature variance, no units.
+- `r2` (S4.6, `subset` full/pruned/top/random): one sample per tile, ridge regression from
+  the tile's central patch to its road/building/vegetation pixel fractions, fitted on the
+  middle train subset's tiles, R^2 on the val tiles ('random': 10 seeded draws of m features,
+  each (draw, class) a target); `variant='frame'`: the earlier one-sample-per-frame version
+  (the frame's centre patch, cross-validated over the middle train subset's frames), no units.
+
+The top-m variance set (pruning, S4.6) is the one of `cityscapes_top_features`: every patch of
+the middle train subset's tiles, last layer. Units for the bootstrap (claim X.1) are val
+images (unit_group '<dataset>/val'): confusion matrices [n_img, C, C] (reducers 'miou' with
+reducer_args {'class_indices'} for easy/hard, 'accuracy', 'class_iou'), [n_img, 2] counts
+('sum' for n_patches, 'ratio' for the majority fractions) and [n_img, 3k + 1] sums ('r2').
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from harness import analyses, probes
-from harness.experiments.common import Embed, flat_patches, per_patch
+from harness.config import seed_for
+from harness.experiments.common import Embed, flat_patches, patch_variances, per_patch
 from harness.measurements import Measurement
 from harness.profiles import Profile, paper_linear, scaled_m
-from harness.views import IGNORE
+from harness.views import IGNORE, SegmentationViews
 
 # Models whose BatchNorm/no-BatchNorm contrast the paper discusses (S3.5, S4.5).
 BN_CONTRAST_MODELS = ("mae", "simmim")
 # Models for which every pruning level is measured (S4.2); others get m in {0, top_m}.
 PRUNING_CURVE_MODELS = ("mae", "simmim")
+EASY_CLASSES = ("road", "vegetation", "sky", "car", "building")  # S3.8, as the paper names them
+BUS = "bus"
 CONTEXT_CLASSES = ("road", "building", "vegetation")  # S4.6
-
-
-@dataclass
-class SegmentationViews:
-    """The views of one segmentation dataset for one patch size."""
-
-    dataset: str
-    num_classes: int
-    class_names: tuple[str, ...]
-    train: object  # the largest train subset's view
-    train_subsets: dict[int, np.ndarray]  # n_train images -> boolean mask over train tiles
-    val: object
-    corrupted: dict[tuple[str, float], object] = field(default_factory=dict)
+CONTEXT_RANDOM_DRAWS = 10
 
 
 @dataclass
 class _Split:
     x: np.ndarray  # [n_patches, D] float32
     y: np.ndarray  # [n_patches]
-    unit: np.ndarray  # [n_patches] val image index
+    unit: np.ndarray  # [n_patches] source image index
 
 
 def _labelled(features, labels, source, keep_tiles=None) -> _Split:
     x = flat_patches(features, keep_tiles)
+    source = np.asarray(source)
     if keep_tiles is not None:
         labels, source = labels[keep_tiles], source[keep_tiles]
     y = labels.reshape(-1)
@@ -55,44 +78,98 @@ def _labelled(features, labels, source, keep_tiles=None) -> _Split:
     return _Split(x[keep], y[keep].astype(np.int64), unit[keep])
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm: L2 1-NN on them is 1-NN by cosine distance."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def _corruption(kind: str, level: float) -> dict:
+    if kind == "band_noise_literal":
+        return {"corruption": "band_noise", "level": level, "variant": "literal"}
+    return {"corruption": kind, "level": level}
+
+
 class _Scorer:
-    """Turns predictions on the val split into mIoU / per-class IoU measurements."""
+    """Turns predictions on a val split into rows with per-val-image units."""
 
-    def __init__(self, model: str, dataset: str, num_classes: int, class_names, n_units: int):
-        self.model, self.dataset = model, dataset
-        self.num_classes, self.class_names, self.n_units = num_classes, class_names, n_units
-        self.group = f"{dataset}/val"
+    def __init__(self, model: str, views: SegmentationViews, n_units: int):
+        self.model, self.dataset, self.n_units = model, views.dataset, n_units
+        self.num_classes, self.class_names = views.num_classes, tuple(views.class_names)
+        self.group = f"{views.dataset}/val"
+        easy = [self.class_names.index(c) for c in EASY_CLASSES if c in self.class_names]
+        self.class_sets = {}
+        if len(easy) == len(EASY_CLASSES):
+            self.class_sets = {"easy": easy,
+                               "hard": [i for i in range(self.num_classes) if i not in easy]}
 
-    def miou(self, pred, val: _Split, **params) -> list[Measurement]:
-        cm = probes.per_image_confusion(pred, val.y, val.unit, self.num_classes, IGNORE)[: self.n_units]
-        value = float(probes.miou_from_confusion(cm.sum(0))[0])
-        base = {"dataset": self.dataset, **params}
-        return [Measurement("miou", self.model, value, base, units=cm, reducer="miou",
-                            unit_group=self.group)]
-
-    def class_iou(self, pred, val: _Split, class_name: str, **params) -> Measurement:
-        cm = probes.per_image_confusion(pred, val.y, val.unit, self.num_classes, IGNORE)[: self.n_units]
-        idx = self.class_names.index(class_name)
-        value = float(probes.miou_from_confusion(cm.sum(0))[1][idx])
-        return Measurement("iou", self.model, value,
-                           {"dataset": self.dataset, "class_name": class_name, **params},
-                           units=cm, reducer="class_iou", reducer_args={"class_index": idx},
+    def _row(self, metric, value, params, units, reducer, reducer_args=None) -> Measurement:
+        return Measurement(metric, self.model, float(value), {"dataset": self.dataset, **params},
+                           units=units, reducer=reducer, reducer_args=reducer_args or {},
                            unit_group=self.group)
 
+    def confusion(self, pred, val: _Split) -> np.ndarray:
+        cm = probes.per_image_confusion(pred, val.y, val.unit, self.num_classes, IGNORE)
+        out = np.zeros((self.n_units, self.num_classes, self.num_classes), np.int64)
+        out[: len(cm)] = cm[: self.n_units]  # an image without scored patches adds nothing
+        return out
 
-def _fit_linear(kind: str, train: _Split, seed: int, num_classes: int) -> probes.LinearProbe:
+    def rows(self, pred, val: _Split, *, classes: bool = False, class_iou=(), **params) -> list[Measurement]:
+        """miou and patch_acc; with `classes` the easy/hard mIoU; the IoU of `class_iou`."""
+        cm = self.confusion(pred, val)
+        total = cm.sum(0)
+        out = [self._row("miou", probes.miou_from_confusion(total)[0], params, cm, "miou"),
+               self._row("patch_acc", probes.accuracy_from_confusion(total), params, cm, "accuracy")]
+        if classes:
+            for name, indices in self.class_sets.items():
+                out.append(self._row("miou", probes.miou_from_confusion(total, indices)[0],
+                                     {**params, "classes": name}, cm, "miou", {"class_indices": indices}))
+        for name in class_iou:
+            index = self.class_names.index(name)
+            out.append(self._row("iou", probes.miou_from_confusion(total)[1][index],
+                                 {**params, "class_name": name}, cm, "class_iou", {"class_index": index}))
+        return out
+
+    def majority(self, pred, val: _Split, **params) -> list[Measurement]:
+        per_image, pooled = probes.per_image_majority(pred, val.unit, self.n_units)
+        return [self._row("majority_fraction", per_image[:, 0].sum() / per_image[:, 1].sum(),
+                          params, per_image, "ratio"),
+                self._row("majority_fraction_pooled", pooled[:, 0].sum() / pooled[:, 1].sum(),
+                          params, pooled, "ratio")]
+
+    def n_patches(self, val: _Split, class_name: str) -> Measurement:
+        index = self.class_names.index(class_name)
+        counts = np.bincount(val.unit[val.y == index], minlength=self.n_units)[: self.n_units]
+        units = np.stack([counts, np.ones_like(counts)], axis=1).astype(np.float64)
+        return self._row("n_patches", counts.sum(), {"class_name": class_name}, units, "sum")
+
+
+def _fit_linear(kind: str, train: _Split, views: SegmentationViews, seed: int, lr_grid,
+                chosen: dict[str, probes.LrChoice]) -> probes.LinearProbe:
+    """The `kind` probe on `train`; its learning rate chosen on held-out images the first
+    time (the middle training size, all features) and kept in `chosen` for every other fit
+    of that probe (other sizes, pruned features): one lr per (model, probe)."""
+    batchnorm = kind == "linear_bn"
     with warnings.catch_warnings():  # few-shot sets lack rare classes; their IoU shows it
         warnings.simplefilter("ignore", probes.MissingClassWarning)
-        return probes.LinearProbe(batchnorm=(kind == "linear_bn"), seed=seed).fit(
-            train.x, train.y, num_classes=num_classes)
+        if kind in chosen:
+            return probes.LinearProbe(batchnorm=batchnorm, seed=seed, lr=chosen[kind].lr).fit(
+                train.x, train.y, num_classes=views.num_classes)
+        probe, chosen[kind] = probes.fit_with_chosen_lr(
+            train.x, train.y, train.unit, batchnorm=batchnorm, num_classes=views.num_classes,
+            seed=seed, lr_grid=lr_grid,
+            # the same held-out images for every model and probe
+            split_seed=seed_for("lr_holdout", views.dataset, views.middle_n_train, views.train_seed))
+        return probe
 
 
 def segmentation_measurements(
     model: str, backbone, views: SegmentationViews, embed: Embed, profile: Profile,
     seed: int = 0, with_layers: bool = True, with_corruptions: bool = True,
-    with_variance: bool = True,
+    with_variance: bool = True, lr_grid: tuple[float, ...] = probes.LR_GRID,
 ) -> list[Measurement]:
-    """Every segmentation number of one model on one dataset (S3.1-S3.13, S4.1-S4.6)."""
+    """Every segmentation number of one model on one dataset (S3.1-S3.13, S4.1-S4.6); see
+    the module docstring for the rows. `seed` seeds the linear probes."""
     depth, last = backbone.depth, backbone.depth
     layers = list(range(1, depth + 1)) if with_layers else [last]
     train_feats = embed(backbone, views.train, layers)
@@ -100,11 +177,10 @@ def segmentation_measurements(
     p = backbone.patch_size
     train_labels, val_labels = views.train.patch_labels(p), views.val.patch_labels(p)
     train_src, val_src = np.asarray(views.train.source_index), np.asarray(views.val.source_index)
-    n_val_images = int(val_src.max()) + 1
-    score = _Scorer(model, views.dataset, views.num_classes, views.class_names, n_val_images)
-    sizes = sorted(views.train_subsets)
-    middle = sizes[len(sizes) // 2]
-    middle_mask = views.train_subsets[middle]
+    score = _Scorer(model, views, n_units=int(val_src.max()) + 1)
+    middle, middle_mask = views.middle_n_train, views.middle_tiles
+    clean = {"corruption": "none", "level": 0}
+    bus = [BUS] if BUS in views.class_names else []
     out: list[Measurement] = []
 
     # Layer curves (S3.6-S3.9): k-NN at the middle training size.
@@ -112,66 +188,65 @@ def segmentation_measurements(
         train = _labelled(train_feats[layer], train_labels, train_src, middle_mask)
         val = _labelled(val_feats[layer], val_labels, val_src)
         pred = probes.knn_predict(train.x, train.y, val.x)
-        out += score.miou(pred, val, probe="knn", layer=layer, n_train=middle,
-                          corruption="none", level=0)
-        if "bus" in views.class_names:
-            out.append(score.class_iou(pred, val, "bus", probe="knn", layer=layer,
-                                       n_train=middle, corruption="none", level=0))
+        out += score.rows(pred, val, classes=True, class_iou=bus, probe="knn", layer=layer,
+                          n_train=middle, **clean)
+    # `train`, `val` and `pred` are now the last layer's.
+    middle_train, last_pred = train, pred
+    main = {"layer": last, "n_train": middle, **clean}
+    out += [score.n_patches(val, name) for name in bus]
+    out += score.majority(last_pred, val, probe="knn", **main)
+    pred = probes.knn_predict(_unit_rows(middle_train.x), middle_train.y, _unit_rows(val.x))
+    out += score.rows(pred, val, probe="knn", variant="cosine", **main)
 
-    # k-NN vs linear by training-set size (S3.1-S3.5), last layer.
-    val = _labelled(val_feats[last], val_labels, val_src)
-    kinds = [paper_linear(model)]
-    if model in BN_CONTRAST_MODELS:
-        kinds = ["linear", "linear_bn"]
+    # k-NN vs linear by training-set size (S3.1-S3.5), last layer; the middle size first,
+    # where each probe's learning rate is chosen.
+    paper = paper_linear(model)
     fitted: dict[str, probes.LinearProbe] = {}
-    middle_train = None
-    for n_train in sizes:
-        train = _labelled(train_feats[last], train_labels, train_src, views.train_subsets[n_train])
+    chosen: dict[str, probes.LrChoice] = {}
+    for n_train in sorted(views.train_subsets, key=lambda n: n != middle):
         if n_train == middle:
-            middle_train = train
-        if n_train != middle:  # the middle size's k-NN is already in the layer curve
+            train, kinds = middle_train, ["linear", "linear_bn"] if model in BN_CONTRAST_MODELS else [paper]
+        else:
+            train, kinds = _labelled(train_feats[last], train_labels, train_src, views.train_subsets[n_train]), [paper]
             pred = probes.knn_predict(train.x, train.y, val.x)
-            out += score.miou(pred, val, probe="knn", layer=last, n_train=n_train,
-                              corruption="none", level=0)
-        for kind in kinds if n_train == middle else [paper_linear(model)]:
-            probe = _fit_linear(kind, train, seed, views.num_classes)
+            out += score.rows(pred, val, probe="knn", layer=last, n_train=n_train, **clean)
+        for kind in kinds:
+            probe = _fit_linear(kind, train, views, seed, lr_grid, chosen)
+            out.append(_lr_row(model, views, chosen[kind], kind, n_train, last))
+            out += score.rows(probe.predict(val.x), val, probe=kind, layer=last, n_train=n_train, **clean)
             if n_train == middle:
                 fitted[kind] = probe
-            out += score.miou(probe.predict(val.x), val, probe=kind, layer=last,
-                              n_train=n_train, corruption="none", level=0)
-    assert middle_train is not None
-    linear = fitted[paper_linear(model)]
 
-    # Robustness (S3.10-S3.12): the clean-trained paper linear probe on corrupted val images.
+    # Robustness (S3.10-S3.12): the clean-trained probes on corrupted val images.
     if with_corruptions:
         for (kind, level), view in sorted(views.corrupted.items()):
             feats = embed(backbone, view, [last])[last]
-            cval = _labelled(feats, view.patch_labels(p), np.asarray(view.source_index))
-            out += score.miou(linear.predict(cval.x), cval, probe=paper_linear(model),
-                              layer=last, n_train=middle, corruption=kind, level=level)
+            cval = _labelled(feats, view.patch_labels(p), view.source_index)
+            params = {"layer": last, "n_train": middle, **_corruption(kind, level)}
+            out += score.rows(fitted[paper].predict(cval.x), cval, probe=paper, **params)
             pred = probes.knn_predict(middle_train.x, middle_train.y, cval.x)
-            out += score.miou(pred, cval, probe="knn", layer=last, n_train=middle,
-                              corruption=kind, level=level)
-            out.append(Measurement("majority_fraction", model,
-                                   probes.majority_class_fraction(pred),
-                                   {"dataset": views.dataset, "probe": "knn", "layer": last,
-                                    "n_train": middle, "corruption": kind, "level": level}))
+            out += score.rows(pred, cval, probe="knn", **params)
+            out += score.majority(pred, cval, probe="knn", **params)
 
     if with_variance:
-        out += _variance_measurements(model, backbone, views, middle, middle_train, val, score,
-                                      fitted, profile, seed, embed)
+        out += _variance_measurements(model, backbone, views, middle_train, val, score, fitted, chosen,
+                                      profile, seed, lr_grid, train_feats[last], val_feats[last])
     return out
 
 
-def _variance_measurements(model, backbone, views, middle, train, val, score, fitted, profile,
-                           seed, embed) -> list[Measurement]:
+def _lr_row(model, views, choice: probes.LrChoice, kind: str, n_train: int, layer: int, m: int = 0) -> Measurement:
+    params = {"dataset": views.dataset, "probe": kind, "n_train": n_train, "layer": layer}
+    return Measurement("lr", model, choice.lr, {**params, "m": m} if m else params)
+
+
+def _variance_measurements(model, backbone, views, train, val, score, fitted, chosen, profile, seed,
+                           lr_grid, train_feats, val_feats) -> list[Measurement]:
     """S4.1-S4.6: variance spectrum, pruning, BatchNorm before k-NN, global context."""
-    width = train.x.shape[1]
-    last = backbone.depth
-    common = {"dataset": views.dataset, "layer": last, "n_train": middle,
-              "corruption": "none", "level": 0}
-    # One pass over the train patches: every top-m set and the ratio come from these.
-    variances = analyses.feature_variances(train.x)
+    last, middle = backbone.depth, views.middle_n_train
+    common = {"layer": last, "n_train": middle, "corruption": "none", "level": 0}
+    # The one top-m set (cityscapes_top_features): every patch of the middle subset's tiles.
+    variances = patch_variances(train_feats, views.middle_tiles)
+    width = len(variances)
     out = [Measurement("variance_ratio", model,
                        float(analyses.variance_ratio_top_over_median(variances=variances, top=10)),
                        {"dataset": views.dataset, "layer": last, "n_train": middle})]
@@ -182,36 +257,82 @@ def _variance_measurements(model, backbone, views, middle, train, val, score, fi
         top = analyses.top_variance_features(None, scaled_m(m, width), variances=variances)
         train_x, val_x = analyses.drop_features(train.x, top), analyses.drop_features(val.x, top)
         pred = probes.knn_predict(train_x, train.y, val_x)
-        out += score.miou(pred, val, probe="knn", m=m, **common)
+        out += score.rows(pred, val, probe="knn", m=m, **common)
         if m == profile.top_m:
             kind = paper_linear(model)
-            probe = _fit_linear(kind, _Split(train_x, train.y, train.unit), seed, views.num_classes)
-            out += score.miou(probe.predict(val_x), val, probe=kind, m=m, **common)
+            probe = _fit_linear(kind, _Split(train_x, train.y, train.unit), views, seed, lr_grid, chosen)
+            out.append(_lr_row(model, views, chosen[kind], kind, middle, last, m))
+            out += score.rows(probe.predict(val_x), val, probe=kind, m=m, **common)
 
-    if "linear_bn" in fitted:  # S4.5: the probe's BatchNorm applied before k-NN
+    if "linear_bn" in fitted:  # S4.5: the probe's BatchNorm (train standardisation) before k-NN
         bn = fitted["linear_bn"]
         pred = probes.knn_predict(bn.normalize(train.x), train.y, bn.normalize(val.x))
-        out += score.miou(pred, val, probe="knn_bn", **common)
+        out += score.rows(pred, val, probe="knn_bn", **common)
 
     if all(c in views.class_names for c in CONTEXT_CLASSES):
-        out += _context_measurements(model, backbone, views, variances, profile, seed, embed)
+        subsets = _context_subsets(variances, scaled_m(profile.top_m, width))
+        out += _tile_context(model, backbone, views, train_feats, val_feats, subsets, score)
+        out += _frame_context(model, backbone, views, train_feats, subsets, seed)
     return out
 
 
-def _context_measurements(model, backbone, views, variances, profile, seed,
-                          embed) -> list[Measurement]:
-    """S4.6: ridge regression (cross-validated over train images) from the patch at the centre
-    of each image to the image's road/building/vegetation pixel fractions."""
-    last = backbone.depth
-    tiles = embed(backbone, views.train, [last])[last]
-    where = views.train.central_patch(backbone.patch_size)  # (tile, row, col) per image
-    x = np.asarray(tiles[where[:, 0], where[:, 1], where[:, 2]], dtype=np.float32)
-    fractions = views.train.class_fractions(CONTEXT_CLASSES)
-    m = scaled_m(profile.top_m, len(variances))
+def _context_subsets(variances: np.ndarray, m: int) -> dict[str, list[np.ndarray]]:
+    """S4.6's feature subsets: all, all but the top m, the top m only, m random (10 draws,
+    the same indices for every model)."""
+    width = len(variances)
+    return {
+        subset: [analyses.context_feature_subset(width, subset, m, variances, seed_for("context", subset, draw))
+                 for draw in range(CONTEXT_RANDOM_DRAWS if subset == "random" else 1)]
+        for subset in ("full", "pruned", "top", "random")}
+
+
+def _centre(features, tiles=None) -> np.ndarray:
+    """float64 [n, D]: the patch at the centre of each (selected) tile's grid: (g/2, g/2),
+    the patch holding the pixel just below and right of the tile's centre on the model's
+    own grid (patch (7, 7) of 14 x 14, (8, 8) of DINOv2's 16 x 16)."""
+    index = np.arange(len(features)) if tiles is None else np.flatnonzero(tiles)
+    h, w = features.shape[1:3]
+    return np.asarray(features[index, h // 2, w // 2], np.float64)
+
+
+def _tile_context(model, backbone, views, train_feats, val_feats, subsets, score) -> list[Measurement]:
+    """S4.6, one sample per tile the model saw (see `analyses.tile_context_units`)."""
+    tiles = views.middle_tiles
+    train_x, val_x = _centre(train_feats, tiles), _centre(val_feats)
+    train_y = views.train.tile_class_fractions(CONTEXT_CLASSES)[tiles]
+    val_y = views.val.tile_class_fractions(CONTEXT_CLASSES)
+    groups = np.asarray(views.train.source_index)[tiles]
+    k = len(CONTEXT_CLASSES)
+    out = []
+    for subset, draws in subsets.items():
+        units = [analyses.tile_context_units(train_x[:, idx], train_y, groups, val_x[:, idx], val_y,
+                                             views.val.source_index, score.n_units) for idx in draws]
+        # several draws: each (draw, class) is a target of its own
+        units = np.concatenate([np.concatenate([u[:, part * k : (part + 1) * k] for u in units], axis=1)
+                                for part in range(3)] + [units[0][:, -1:]], axis=1)
+        out.append(Measurement("r2", model, analyses.r2_from_units(units),
+                               {"dataset": views.dataset, "subset": subset, "layer": backbone.depth,
+                                "n_train": views.middle_n_train},
+                               units=units, reducer="r2", unit_group=score.group))
+    return out
+
+
+def _frame_context(model, backbone, views, train_feats, subsets, seed) -> list[Measurement]:
+    """S4.6's earlier unit (variant 'frame'): the patch holding each frame's centre pixel ->
+    the frame's pixel fractions, R^2 cross-validated over the middle train subset's frames
+    (the train subset of every S4 measurement)."""
+    frames = np.unique(np.asarray(views.train.source_index)[views.middle_tiles])
+    where = views.train.central_patch(backbone.patch_size)[frames]  # (tile, row, col) per frame
+    x = np.asarray(train_feats[where[:, 0], where[:, 1], where[:, 2]], dtype=np.float32)
+    fractions = views.train.class_fractions(CONTEXT_CLASSES)[frames]
     n_splits = min(5, len(x) // 2)
+    if n_splits < 2:
+        return []
     return [
-        Measurement("r2", model, float(analyses.global_context_r2(
-            x, fractions, subset=subset, m=m, variances=variances, seed=seed,
-            n_splits=n_splits)["r2_mean"]), {"dataset": views.dataset, "subset": subset})
-        for subset in ("full", "pruned", "top", "random")
+        Measurement("r2", model, float(np.mean([
+            analyses.global_context_r2(x, fractions, subset=idx, seed=seed, n_splits=n_splits)["r2_mean"]
+            for idx in draws])),
+            {"dataset": views.dataset, "subset": subset, "variant": "frame", "layer": backbone.depth,
+             "n_train": views.middle_n_train})
+        for subset, draws in subsets.items()
     ]

@@ -1,128 +1,15 @@
-"""The paper's views of each dataset for one profile: what the claims measure and what
-`harness extract` pre-fills. One place, so both find the same embedding-store entries.
+"""Moved to `harness.views.paper` (experiments import views, never the reverse); this name
+stays only for the old claims fixtures until they are replaced."""
 
-Each builder takes the profile, the dataset folder and an optional `record(name, subset)`
-callback that receives the chosen ids (the claims put them in the report), and returns the
-views together with their keys (which go into the measurement cache key). `limit` keeps only
-the first N source images/videos of each subset (for a quick look from the CLI).
-"""
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from pathlib import Path
-
-import numpy as np
-
-from harness import data, views
-from harness.data import subsets
-from harness.experiments.retrieval import RetrievalViews
-from harness.experiments.segmentation import SegmentationViews
-from harness.profiles import Profile
-
-ADE20K_SIZE = (448, 672)  # H x W, as in the paper (672x448), cut into 6 tiles of 224 px
-
-Record = Callable[[str, object], None]
-
-
-def _keep(subset, limit: int | None):
-    return subset if limit is None else type(subset)(list(subset)[:limit])
-
-
-def _masks(view, subsets_by_size: dict[int, tuple]) -> dict[int, np.ndarray]:
-    """n_train -> boolean mask over the view's tiles whose source image is in that subset."""
-    source_ids = np.array(view.sample_ids)[view.source_index]
-    return {n: np.isin(source_ids, list(ids)) for n, ids in subsets_by_size.items()}
-
-
-def segmentation_views(profile: Profile, dataset: str, root: Path, full: bool,
-                       record: Record | None = None, limit: int | None = None):
-    """S3/S4 views: the largest train subset (smaller ones are masks over it), val, and with
-    `full` the corrupted val views."""
-    record = record or (lambda name, subset: None)
-    train_ds = data.open_dataset(dataset, root, "train")
-    val_ds = data.open_dataset(dataset, root, "val")
-    if dataset == "cityscapes":
-        by_size = {}
-        for k in profile.cityscapes_train_per_city:
-            ids = _keep(subsets.cityscapes_train_ids(train_ds, per_city=k), limit)
-            by_size[len(ids)] = ids
-            record(f"cityscapes/train/{k}-per-city", ids)
-        largest = by_size[max(by_size)]
-        val_ids = subsets.cityscapes_val_ids(val_ds, per_city=profile.cityscapes_val_per_city)
-        tile_args: dict = {"out": profile.tile_out}
-    else:
-        largest = _keep(subsets.ade20k_train_ids(train_ds, per_class=profile.ade20k_train_per_class), limit)
-        by_size = {len(largest): largest}
-        record(f"{dataset}/train", largest)
-        val_ids = subsets.ade20k_val_ids(val_ds, n=profile.ade20k_val_images)
-        tile_args = {"tile": 224, "out": profile.tile_out, "resize": ADE20K_SIZE}
-    val_ids = _keep(val_ids, limit)
-    record(f"{dataset}/val", val_ids)
-    train = views.TileView(train_ds, largest, **tile_args)
-    val = views.TileView(val_ds, val_ids, **tile_args)
-    corrupted = {}
-    if full:
-        for kind, levels in profile.corruption_levels:
-            for level in levels:
-                corrupted[(kind, float(level))] = views.TileView(
-                    val_ds, val_ids, corruption=kind, level=level, **tile_args)
-    seg = SegmentationViews(
-        dataset=dataset, num_classes=data.NUM_CLASSES[dataset],
-        class_names=tuple(data.CLASS_NAMES[dataset]), train=train,
-        train_subsets=_masks(train, by_size), val=val, corrupted=corrupted)
-    return seg, [train.key, val.key] + [v.key for v in corrupted.values()]
-
-
-def retrieval_views(profile: Profile, root: Path, record: Record | None = None,
-                    limit: int | None = None):
-    """S5 views: FAIR1M tiles and their shifted, blurred and noisy copies."""
-    ds = data.open_dataset("fair1m", root, data.DEFAULT_SPLITS["fair1m"][0])
-    out = profile.tile_out
-    ids = _keep(subsets.fair1m_ids(ds, per_category=profile.fair1m_per_category, out=out), limit)
-    if record:
-        record("fair1m/tiles", ids)
-    original = views.Fair1mTileView(ds, ids, out=out)
-    transformed = {
-        (kind, float(level)): views.Fair1mTileView(ds, ids, out=out, transform=kind, level=level)
-        for kind, levels in profile.retrieval_transforms for level in levels}
-    return RetrievalViews(original, transformed), [original.key] + [v.key for v in transformed.values()]
-
-
-def video_view(profile: Profile, dataset: str, root: Path, record: Record | None = None,
-               limit: int | None = None):
-    """S6 view: every frame of the chosen videos."""
-    ds = data.open_dataset(dataset, root, data.DEFAULT_SPLITS[dataset][0])
-    ids = _keep(subsets.video_ids(ds, n=profile.video_count), limit)
-    if record:
-        record(f"{dataset}/videos", ids)
-    view = views.VideoFrameView(ds, ids, size=profile.video_size)
-    return view, [view.key]
-
-
-def overlap_views(profile: Profile, roots: dict[str, Path], record: Record | None = None):
-    """S4.7: the images whose MAE features give each dataset's top-variance set (Cityscapes:
-    the largest train subset; ADE20K: its train subset; FAIR1M: the original tiles)."""
-    city, _ = segmentation_views(profile, "cityscapes", roots["cityscapes"], False, record)
-    ade, _ = segmentation_views(profile, "ade20k", roots["ade20k"], False, record)
-    fair, _ = retrieval_views(profile, roots["fair1m"], record)
-    chosen = {"cityscapes": city.train, "ade20k": ade.train, "fair1m": fair.original}
-    return chosen, [v.key for v in chosen.values()]
-
-
-def views_to_extract(profile: Profile, dataset: str, root: Path, depth: int,
-                     limit: int | None = None) -> list[tuple[object, list[int]]]:
-    """(view, layers) for every view of `dataset` whose embeddings the claims read: all
-    layers of the Cityscapes train and val tiles (layer curves), the last layer elsewhere."""
-    every, last = list(range(1, depth + 1)), [depth]
-    if dataset == "cityscapes":
-        seg, _ = segmentation_views(profile, dataset, root, full=True, limit=limit)
-        return [(seg.train, every), (seg.val, every)] + [(v, last) for v in seg.corrupted.values()]
-    if dataset == "ade20k":
-        seg, _ = segmentation_views(profile, dataset, root, full=False, limit=limit)
-        return [(seg.train, last), (seg.val, last)]
-    if dataset == "fair1m":
-        ret, _ = retrieval_views(profile, root, limit=limit)
-        return [(v, last) for v in (ret.original, *ret.transformed.values())]
-    view, _ = video_view(profile, dataset, root, limit=limit)
-    return [(view, last)]
+from harness.views.paper import (  # noqa: F401
+    ADE20K_SIZE,
+    Record,
+    RetrievalViews,
+    SegmentationViews,
+    VarianceSet,
+    overlap_views,
+    retrieval_views,
+    segmentation_views,
+    video_views,
+    views_to_extract,
+)

@@ -1,12 +1,22 @@
 """The linear probe: a softmax classifier on frozen patch embeddings (optional BatchNorm).
 
-One fixed recipe, so every model is probed the same way (the paper gives none):
-- model: [BatchNorm1d(D) ->] Linear(D, C); BatchNorm (the paper's choice for MAE only)
-  keeps cumulative running statistics over all training batches (momentum=None) and has
-  the usual affine parameters;
+One recipe, so every model is probed the same way (the paper gives none):
+- model: [BatchNorm1d(D, affine=False, eps=1e-6) ->] Linear(D, C). The BatchNorm is MAE's
+  linear-probe BatchNorm (the paper's choice for MAE): no affine parameters, so it only
+  standardises each feature with the train set's statistics (cumulative running mean and
+  variance over all training batches, momentum=None); "linear+BN" and "k-NN after BN"
+  (`normalize`) see the same standardised features;
 - loss: cross entropy over the rows whose label is not `ignore_index`;
-- optimiser: AdamW, lr 1e-3, weight decay 1e-4, betas (0.9, 0.999), cosine decay of the
-  learning rate to 0 over all steps, no warm-up;
+- optimiser: AdamW, weight decay 1e-4, betas (0.9, 0.999), cosine decay of the learning rate
+  to 0 over all steps, no warm-up;
+- learning rate: chosen per probe and train set from LR_GRID on held-out train images
+  (`fit_with_chosen_lr`): the train *images* (not patches) are split once, seeded, a quarter
+  held out; a probe is fitted on the rest at each lr and scored by mIoU on the held-out
+  patches; the best lr (ties to the smaller) is refitted on all train images. So BatchNorm
+  vs no BatchNorm compares each at its best lr: with one fixed lr, a representation whose
+  information sits in near-zero-variance features (SimMIM's long tail) looks unusable
+  without BatchNorm only because Adam's steps (about lr per weight) cannot grow the large
+  weights such features need within the step budget;
 - 10 epochs, mini-batches of 1024 rows, reshuffled every epoch; at least 500 optimiser steps
   (more epochs on a small train set: 10 epochs of a few hundred rows would be a handful of
   steps and leave the probe far from converged; the paper's 450,000-row sets get 4,400);
@@ -21,14 +31,21 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.model_selection import GroupShuffleSplit
 from torch import nn
 
 from harness.probes._validate import as_feature_matrix, as_labels, check_finite
 from harness.probes.knn import MissingClassWarning
+from harness.probes.metrics import miou
 
+DEFAULT_LR = 1e-3
+LR_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # decades around AdamW's usual 1e-3
+HOLDOUT_FRACTION = 0.25  # of the train images, for choosing the learning rate
+BATCHNORM_EPS = 1e-6  # MAE's linear-probe BatchNorm
 CONVERT_ROWS = 65536  # rows converted to float32 tensors at a time
 PREDICT_ROWS = 16384
 
@@ -64,7 +81,7 @@ class LinearProbe:
     >>> probe = LinearProbe(batchnorm=True, seed=0).fit(train_x, train_y, num_classes=19)
     >>> pred = probe.predict(val_x)
     >>> mean, var = probe.batchnorm_stats      # running statistics of the fitted BatchNorm
-    >>> normalised = probe.normalize(val_x)    # BatchNorm in eval mode, affine included
+    >>> normalised = probe.normalize(val_x)    # (x - mean) / sqrt(var + eps), train statistics
     """
 
     def __init__(
@@ -75,7 +92,7 @@ class LinearProbe:
         epochs: int = 10,
         min_steps: int = 500,
         batch_size: int = 1024,
-        lr: float = 1e-3,
+        lr: float = DEFAULT_LR,
         weight_decay: float = 1e-4,
     ) -> None:
         self.batchnorm = batchnorm
@@ -121,7 +138,8 @@ class LinearProbe:
         self.num_classes_ = num_classes
         dim = x_rows.shape[1]
         with _deterministic_torch(self.seed):
-            layers: list[nn.Module] = [nn.BatchNorm1d(dim, momentum=None)] if self.batchnorm else []
+            layers: list[nn.Module] = (
+                [nn.BatchNorm1d(dim, eps=BATCHNORM_EPS, momentum=None, affine=False)] if self.batchnorm else [])
             model = nn.Sequential(*layers, nn.Linear(dim, num_classes))
             features, labels = _to_tensor(x_rows), torch.from_numpy(y)
             self._train(model, features, labels)
@@ -204,8 +222,8 @@ class LinearProbe:
 
     @torch.no_grad()
     def normalize(self, x) -> np.ndarray:
-        """x through the fitted BatchNorm in eval mode (running statistics, then the affine
-        weight and bias): (x - mean) / sqrt(var + eps) * weight + bias. This is "applying the
+        """x through the fitted BatchNorm in eval mode: (x - mean) / sqrt(var + eps) with the
+        train set's running statistics (no affine parameters). This is "applying the
         pretrained BatchNorm layer from the linear model" before k-NN (claim S4.5)."""
         x = as_feature_matrix("x", x)
         self._check_width(x)
@@ -214,3 +232,60 @@ class LinearProbe:
         for s in range(0, x.shape[0], PREDICT_ROWS):
             out[s : s + PREDICT_ROWS] = bn(_to_tensor(x[s : s + PREDICT_ROWS])).numpy()
         return out
+
+
+@dataclass(frozen=True)
+class LrChoice:
+    """The learning rate a probe was fitted with, and how it was chosen."""
+
+    lr: float
+    scores: dict[float, float]  # held-out mIoU per candidate lr (empty: no choice was made)
+    held_out: np.ndarray  # the held-out group (image) ids
+
+
+def choose_lr(x, y, groups, *, batchnorm: bool, num_classes: int, seed: int, split_seed: int,
+              lr_grid: tuple[float, ...] = LR_GRID, holdout: float = HOLDOUT_FRACTION,
+              ignore_index: int = 255, **probe_args) -> LrChoice:
+    """The lr of `lr_grid` whose probe, fitted on the train rows of the groups not held out,
+    has the highest mIoU on the held-out groups' rows (ties to the smaller lr).
+
+    groups: [N] the image each row comes from; the split draws whole groups (`split_seed`,
+    the same for every model, so their choices are made on the same images). With one lr
+    in the grid, or fewer than two groups, nothing is chosen (`scores` empty)."""
+    x = as_feature_matrix("x", x)
+    y = as_labels("y", y, x.shape[0])
+    groups = as_labels("groups", groups, x.shape[0])
+    lr_grid = tuple(sorted(float(lr) for lr in lr_grid))
+    if not lr_grid:
+        raise ValueError("lr_grid is empty")
+    unique = np.unique(groups)
+    if len(lr_grid) == 1 or len(unique) < 2:
+        return LrChoice(lr_grid[0] if len(lr_grid) == 1 else DEFAULT_LR, {}, np.zeros(0, np.int64))
+    splitter = GroupShuffleSplit(n_splits=1, test_size=holdout, random_state=split_seed)
+    fit_rows, held_rows = next(splitter.split(np.zeros(len(groups)), groups=groups))
+    held_out = np.unique(groups[held_rows])
+    held_rows = held_rows[y[held_rows] != ignore_index]
+    if held_rows.size == 0:  # nothing to score on: keep the default
+        return LrChoice(DEFAULT_LR, {}, held_out)
+    x_fit, y_fit, x_held, y_held = x[fit_rows], y[fit_rows], x[held_rows], y[held_rows]
+    scores: dict[float, float] = {}
+    with warnings.catch_warnings():  # a class only on held-out images cannot be learnt: fine
+        warnings.simplefilter("ignore", MissingClassWarning)
+        for lr in lr_grid:
+            probe = LinearProbe(batchnorm=batchnorm, seed=seed, lr=lr, **probe_args).fit(
+                x_fit, y_fit, ignore_index=ignore_index, num_classes=num_classes)
+            score = miou(probe.predict(x_held), y_held, num_classes, ignore_index)[0]
+            scores[lr] = float(score) if np.isfinite(score) else float("-inf")
+    best = max(lr_grid, key=lambda lr: (scores[lr], -lr))  # highest score, then smaller lr
+    return LrChoice(best, scores, held_out)
+
+
+def fit_with_chosen_lr(x, y, groups, *, batchnorm: bool, num_classes: int, seed: int,
+                       split_seed: int, lr_grid: tuple[float, ...] = LR_GRID,
+                       ignore_index: int = 255, **probe_args) -> tuple[LinearProbe, LrChoice]:
+    """`choose_lr`, then the probe refitted on every train row at the chosen lr."""
+    choice = choose_lr(x, y, groups, batchnorm=batchnorm, num_classes=num_classes, seed=seed,
+                       split_seed=split_seed, lr_grid=lr_grid, ignore_index=ignore_index, **probe_args)
+    probe = LinearProbe(batchnorm=batchnorm, seed=seed, lr=choice.lr, **probe_args).fit(
+        x, y, ignore_index=ignore_index, num_classes=num_classes)
+    return probe, choice

@@ -62,11 +62,13 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int = 255) ->
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def miou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def miou_from_confusion(cm: np.ndarray, classes=None) -> tuple[np.ndarray, np.ndarray]:
     """(mIoU, per-class IoU) from a confusion matrix [..., C, C] (rows targets, columns preds).
 
     Works on a stack of matrices (e.g. [n_resamples, C, C] in the bootstrap) at once; the
     mIoU is the NaN-ignoring mean over classes with a non-zero union (NaN if none has).
+    `classes` (indices) restricts the mean to those classes, each IoU still counting every
+    confusion with the other classes (the 'easy'/'hard' split of S3.8).
     """
     cm = np.asarray(cm, dtype=np.float64)
     if cm.ndim < 2 or cm.shape[-1] != cm.shape[-2]:
@@ -76,11 +78,23 @@ def miou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
     present = union > 0
+    if classes is not None:
+        chosen = np.zeros(cm.shape[-1], bool)
+        chosen[np.asarray(classes, dtype=np.int64)] = True
+        present = present & chosen
     n_present = present.sum(axis=-1)
     total = np.where(present, iou, 0.0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n_present > 0, total / np.maximum(n_present, 1), np.nan)
     return mean, iou
+
+
+def accuracy_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Patch accuracy (trace / sum) of a confusion matrix [..., C, C]; NaN if it is empty."""
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.trace(cm, axis1=-2, axis2=-1) / np.maximum(total, 1), np.nan)
 
 
 def miou(pred, target, num_classes: int, ignore_index: int = 255) -> tuple[float, np.ndarray]:
@@ -123,3 +137,26 @@ def majority_class_fraction(pred) -> float:
         raise ValueError("pred is empty")
     _, counts = np.unique(pred, return_counts=True)
     return float(counts.max() / pred.size)
+
+
+def per_image_majority(pred, image_index, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """The collapse of S3.11 per image: (per image [n_images, 2] (share of the image's
+    patches predicted as that image's most frequent predicted class, 1), pooled
+    [n_images, 2] (patches of the image predicted as the most frequent class over all
+    images, the image's patch count)). An image without patches gets a row of zeros."""
+    pred = _labels("pred", np.asarray(pred)).astype(np.int64)
+    image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
+    if image_index.shape != pred.shape:
+        raise ValueError(f"image_index must have one entry per patch ({pred.size}), got {image_index.size}")
+    if pred.size == 0:
+        raise ValueError("pred is empty")
+    n_classes = int(pred.max()) + 1
+    counts = np.zeros((n_images, n_classes), np.int64)
+    np.add.at(counts, (image_index, pred), 1)
+    n_patches = counts.sum(axis=1)
+    has = n_patches > 0
+    share = np.where(has, counts.max(axis=1) / np.maximum(n_patches, 1), 0.0)
+    per_image = np.stack([share, has.astype(np.float64)], axis=1)
+    pooled_class = int(counts.sum(axis=0).argmax())
+    pooled = np.stack([counts[:, pooled_class], n_patches], axis=1).astype(np.float64)
+    return per_image, pooled
