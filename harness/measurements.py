@@ -146,9 +146,10 @@ def higher_is_better(row: Mapping[str, Any]) -> bool:
 
 
 def _miou(total: np.ndarray, extra: Mapping[str, Any]) -> np.ndarray:
+    """mIoU; with reducer_args {'class_indices': [...]} over those classes (S3.8's easy/hard)."""
     from harness.probes.metrics import miou_from_confusion
 
-    return miou_from_confusion(total)[0]
+    return miou_from_confusion(total, extra.get("class_indices"))[0]
 
 
 def _class_iou(total: np.ndarray, extra: Mapping[str, Any]) -> np.ndarray:

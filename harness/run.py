@@ -28,6 +28,10 @@ from harness.profiles import PROFILES, Profile
 PAPER_MODELS = ("dino", "dinov2", "mae", "simmim", "ibot", "supervised")
 # iBOT appears only in the retrieval experiment of the paper (S5.4).
 SEGMENTATION_MODELS = ("dino", "dinov2", "mae", "simmim", "supervised")
+RETRIEVAL_MODELS = PAPER_MODELS
+PRUNED_ON_FAIR1M: tuple[str, ...] = ()  # models pruned by FAIR1M's own top-200 set in S5
+TOP_SET_SOURCES = {"cityscapes": "the top-200 set of Cityscapes' middle train subset (as S4)",
+                   "fair1m": "the top-200 set of FAIR1M's original tiles"}
 
 
 class Unavailable(Exception):
@@ -97,9 +101,10 @@ class ClaimsRun:
             raise Unavailable(str(err)) from None
         return root
 
-    def record_subset(self, name: str, subset) -> None:
-        """Chosen ids (and notes on any shortfall) for the report's run_info.subsets."""
-        self.record("subsets", {name: subset.as_record() if hasattr(subset, "as_record") else {"ids": list(subset)}})
+    def record_subset(self, name: str, value) -> None:
+        """What a view builder chose, for the report's run_info.subsets: ids (and notes on any
+        shortfall), or plain facts such as the frame sizes the models see."""
+        self.record("subsets", {name: value.as_record() if hasattr(value, "as_record") else value})
 
     # -- embeddings and measurements --------------------------------------------------------
     def store(self):
@@ -112,14 +117,15 @@ class ClaimsRun:
 
         return embeddings(backbone, view, self.store(), layers=list(layers), progress=False)
 
-    def measure(self, section: str, models: Sequence[str], build_views: Callable[[], tuple[Any, list[str]]],
+    def measure(self, section: str, models: Sequence[str], build_views: Callable[[Any], tuple[Any, list[str]]],
                 per_model: Callable[[str, Any, Any], list[Measurement]]) -> Measurements:
-        """`build_views()` -> (views, view keys) once, then `per_model(model, backbone, views)`
-        for each available model through the measurement cache. Workers start on different
-        models (rotated by worker number), so under -n 4 they build different entries at once."""
+        """`build_views(backbone)` -> (views, view keys), then `per_model(model, backbone, views)`
+        for each available model through the measurement cache (views that depend on the model,
+        e.g. on its patch size, are built per model; the others once). Workers start on
+        different models (rotated by worker number), so under -n 4 they build different
+        entries at once."""
         from harness import measurement_cache
 
-        views, view_keys = build_views()
         wanted = list(models)
         k = self.worker_index % max(1, len(wanted))
         unavailable: dict[str, str] = {}
@@ -128,10 +134,11 @@ class ClaimsRun:
         for model in wanted[k:] + wanted[:k]:
             try:
                 backbone = self.backbone(model)
+                views, view_keys = build_views(backbone)
                 key = {"section": section, "model": model, "weights": backbone.weights_digest,
                        "views": view_keys, "profile": self.profile.name}
                 found[model] = measurement_cache.get_or_build(
-                    self.cache_dir, key, lambda m=model, b=backbone: per_model(m, b, views))
+                    self.cache_dir, key, lambda m=model, b=backbone, v=views: per_model(m, b, v))
             except Unavailable as err:
                 unavailable[model] = str(err)
             except _expected_failures() as err:
@@ -140,91 +147,121 @@ class ClaimsRun:
         return Measurements(rows, unavailable, name=section, failed=failed)
 
     # -- the paper's sections ------------------------------------------------------------------
-    def segmentation(self, dataset: str, full: bool, train_seed: int = 0) -> Measurements:
+    def segmentation(self, dataset: str, full: bool) -> Measurements:
         """S3/S4 on Cityscapes (full: every layer, corruption and the variance analyses) or
-        ADE20K (the last layer); with --claims-train-seeds N, the same on N-1 more training
-        subsets as `alternates` (X.1)."""
+        ADE20K (the last layer); with --claims-train-seeds N, the same on N-1 more few-shot
+        training subsets as `alternates` (X.1)."""
+        sections = [self._segmentation(dataset, full, seed) for seed in range(self.train_seeds)]
+        sections[0].alternates = sections[1:]
+        return sections[0]
+
+    def _segmentation(self, dataset: str, full: bool, train_seed: int) -> Measurements:
         from harness.experiments.segmentation import segmentation_measurements
-        from harness.experiments.views import segmentation_views
+        from harness.views.paper import segmentation_views
 
         root = self.dataset_root(dataset)
+        built = once(lambda: segmentation_views(self.profile, dataset, root, full,
+                                                self.record_subset if train_seed == 0 else None,
+                                                train_seed=train_seed))
 
-        def views():
-            return segmentation_views(self.profile, dataset, root, full,
-                                      self.record_subset if train_seed == 0 else None)
-
-        def per_model(model, backbone, built):
-            return segmentation_measurements(model, backbone, built, self.embed, self.profile,
+        def per_model(model, backbone, views):
+            return segmentation_measurements(model, backbone, views, self.embed, self.profile,
                                              seed=config.seed_for("probe"), with_layers=full,
                                              with_corruptions=full, with_variance=full)
 
-        section = self.measure(f"segmentation/{dataset}/{'full' if full else 'last-layer'}",
-                               SEGMENTATION_MODELS, views, per_model)
-        return section
+        seed_tag = f"/train-seed-{train_seed}" if train_seed else ""
+        return self.measure(f"segmentation/{dataset}/{'full' if full else 'last-layer'}{seed_tag}",
+                            SEGMENTATION_MODELS, lambda backbone: built(), per_model)
 
     def retrieval(self) -> Measurements:
+        """S5 on FAIR1M; MAE is measured again without the claims' top-200 set (the Cityscapes
+        set of S4, as the paper's 'shortened embeddings'; FAIR1M's own set where Cityscapes is
+        absent), Scale-MAE without FAIR1M's own top-200 set (X.5)."""
+        from harness.experiments.common import cityscapes_top_features, top_features
         from harness.experiments.retrieval import retrieval_measurements
-        from harness.experiments.views import retrieval_views
+        from harness.views.paper import VarianceSet, retrieval_views, segmentation_views
 
         root = self.dataset_root("fair1m")
+        built = once(lambda: retrieval_views(self.profile, root, self.record_subset))
 
-        def per_model(model, backbone, built):
-            return retrieval_measurements(model, backbone, built, self.embed, self.profile,
-                                          with_pruned=(model == "mae"))
+        def pruning_source(model: str) -> str | None:
+            if model == "mae":
+                return "cityscapes" if self._has("cityscapes") else "fair1m"
+            return "fair1m" if model in PRUNED_ON_FAIR1M else None
 
-        return self.measure("retrieval/fair1m", PAPER_MODELS,
-                            lambda: retrieval_views(self.profile, root, self.record_subset), per_model)
+        def views_and_keys(backbone):
+            views, keys = built()
+            source = pruning_source(backbone.name)
+            if source is None:
+                return (views, None), keys
+            self.record("top_m_sets", {f"S5 {backbone.name} pruned": TOP_SET_SOURCES[source]})
+            return (views, source), [*keys, f"pruned-by-{source}"]
+
+        def per_model(model, backbone, built_views):
+            views, source = built_views
+            pruned = None
+            if source == "cityscapes":
+                city, _ = segmentation_views(self.profile, "cityscapes", self.dataset_root("cityscapes"), False)
+                pruned = cityscapes_top_features(backbone, city, self.embed, self.profile)
+            elif source == "fair1m":
+                pruned = top_features(backbone, VarianceSet(views.original), self.embed, self.profile.top_m)
+            return retrieval_measurements(model, backbone, views, self.embed, self.profile, pruned=pruned)
+
+        return self.measure("retrieval/fair1m", RETRIEVAL_MODELS, views_and_keys, per_model)
 
     def association(self, dataset: str) -> Measurements:
         from harness.experiments.association import association_measurements
-        from harness.experiments.views import video_view
+        from harness.views.paper import video_views
 
         root = self.dataset_root(dataset)
+        by_patch: dict[int, tuple] = {}
 
-        def per_model(model, backbone, view):
-            return association_measurements(model, backbone, view, dataset, self.embed, self.profile)
-
-        return self.measure(f"association/{dataset}", SEGMENTATION_MODELS,
-                            lambda: video_view(self.profile, dataset, root, self.record_subset), per_model)
-
-    def feature_overlap(self) -> Measurements:
-        from harness.experiments.variance import overlap_measurements
-        from harness.experiments.views import overlap_views
-
-        roots = {d: self.dataset_root(d) for d in ("cityscapes", "ade20k", "fair1m")}
+        def views(backbone):  # frame sizes follow the model's patch grid
+            if backbone.patch_size not in by_patch:
+                by_patch[backbone.patch_size] = video_views(self.profile, dataset, root, backbone.patch_size,
+                                                            self.record_subset)
+            return by_patch[backbone.patch_size]
 
         def per_model(model, backbone, built):
-            return overlap_measurements(model, backbone, built, self.embed, self.profile)
+            return association_measurements(model, backbone, built, dataset, self.embed, self.profile)
 
-        return self.measure("overlap", ("mae",), lambda: overlap_views(self.profile, roots, self.record_subset),
-                            per_model)
+        return self.measure(f"association/{dataset}", SEGMENTATION_MODELS, views, per_model)
+
+    def feature_overlap(self) -> Measurements:
+        from harness.experiments.overlap import overlap_measurements
+        from harness.views.paper import overlap_views
+
+        roots = {d: self.dataset_root(d) for d in ("cityscapes", "ade20k", "fair1m")}
+        built = once(lambda: overlap_views(self.profile, roots, self.record_subset))
+
+        def per_model(model, backbone, sources):
+            return overlap_measurements(model, backbone, sources, self.embed, self.profile)
+
+        return self.measure("overlap", ("mae",), lambda backbone: built(), per_model)
 
     def reconstruction(self) -> Measurements:
         from harness.experiments import reconstruction
-        from harness.experiments.views import segmentation_views
+        from harness.experiments.common import cityscapes_top_features
+        from harness.views.paper import segmentation_views
 
         root = self.dataset_root("cityscapes")
         decoder_path = self.mae_decoder_path()  # Unavailable (skip with instructions) before any work
+        built = once(lambda: segmentation_views(self.profile, "cityscapes", root, False, self.record_subset))
 
-        def per_model(model, backbone, views):
-            from harness.analyses import top_variance_features
-            from harness.experiments.common import flat_patches
-            from harness.profiles import scaled_m
-
-            seg, _ = views
+        def per_model(model, backbone, seg):
             decoder = self.mae_decoder(backbone, decoder_path)
-            middle = sorted(seg.train_subsets)[len(seg.train_subsets) // 2]
-            x = flat_patches(self.embed(backbone, seg.train, [backbone.depth])[backbone.depth],
-                             seg.train_subsets[middle])
-            top = top_variance_features(x, scaled_m(self.profile.top_m, x.shape[1]))
+            top = cityscapes_top_features(backbone, seg, self.embed, self.profile)
             return reconstruction.reconstruction_measurements(model, backbone, decoder, seg.val, top,
                                                               seed=config.seed_for("recon"))
 
-        def views():
-            seg, keys = segmentation_views(self.profile, "cityscapes", root, False, self.record_subset)
-            return (seg, keys), keys
+        return self.measure("reconstruction", ("mae",), lambda backbone: built(), per_model)
 
-        return self.measure("reconstruction", ("mae",), views, per_model)
+    def _has(self, dataset: str) -> bool:
+        try:
+            self.dataset_root(dataset)
+        except Unavailable:
+            return False
+        return True
 
     # -- the MAE decoder (S4.8) ------------------------------------------------------------------
     def mae_decoder_path(self) -> Path | None:
@@ -251,6 +288,17 @@ class ClaimsRun:
             return reconstruction.smoke_decoder(backbone.embed_dim, backbone.patch_size, self.profile.tile_out,
                                                 seed=config.seed_for("random_init", "mae_decoder"))
         return reconstruction.load_decoder(path)
+
+
+def once(build: Callable[[], Any]) -> Callable[[], Any]:
+    """`build()` the first time, its result afterwards (views shared by every model)."""
+    cache: list = []
+
+    def get():
+        if not cache:
+            cache.append(build())
+        return cache[0]
+    return get
 
 
 def _expected_failures() -> tuple[type[BaseException], ...]:
