@@ -136,7 +136,7 @@ def _spec_from_table(entry: dict[str, Any], path: Path, index: int) -> ModelSpec
         raise SpecError(f"{where}: unknown field(s) {unknown}; known fields: {', '.join(SPEC_FIELDS)}")
     for field, kind in SPEC_FIELDS.items():
         if field in entry and not (isinstance(entry[field], kind) and not isinstance(entry[field], bool)):
-            raise SpecError(f"{where}: field {field!r} must be a {_KIND_NAMES[kind]}, "
+            raise SpecError(f"{where}: field {field!r} must be {_KIND_NAMES[kind]}, "
                             f"got {entry[field]!r}")
     for field in ("name", "family"):
         if field not in entry:
@@ -173,7 +173,7 @@ def _spec_from_table(entry: dict[str, Any], path: Path, index: int) -> ModelSpec
     return _resolve(name, family, source, where=where, overrides=overrides)
 
 
-_KIND_NAMES = {str: "string", dict: "table", list: "list", int: "integer"}
+_KIND_NAMES = {str: "a string", dict: "a table", list: "a list", int: "an integer"}
 
 
 # ------------------------------------------------------------------------------- resolution
@@ -209,8 +209,10 @@ def _resolve(name: str, family: str, source: str, *, where: str,
         try:
             module = timm_family.create(arch, **arch_kwargs)
         except Exception as err:  # timm raises many kinds for bad kwargs
-            raise SpecError(f"{where}: timm cannot build {arch!r} with arch_kwargs {arch_kwargs}: "
-                            f"{type(err).__name__}: {err}") from None
+            raise SpecError(
+                f"{where}: timm cannot build {arch!r} as a ViT-style backbone (VisionTransformer or "
+                f"Eva, dynamic_img_size=True, num_classes=0) with arch_kwargs {arch_kwargs}: "
+                f"{type(err).__name__}: {err}") from None
     try:
         timm_family.check_supported(module, arch)
         facts = timm_family.describe(module)
