@@ -205,6 +205,22 @@ def test_register_makes_an_added_model_loadable_by_name():
         get_spec("dinov3-test")
 
 
+def test_add_models_registers_texts_and_spec_files_together(tmp_path):
+    from harness.models import add_models
+
+    path = _write(tmp_path, f'[[model]]\nname = "eva-x"\nfamily = "MIM"\nsource = "timm/{EVA02}"\n')
+    try:
+        specs = add_models([f"dinov3-x=timm/{DINOV3}:contrastive"], [path])
+        assert [s.name for s in specs] == ["dinov3-x", "eva-x"]
+        assert get_spec("eva-x").family == "MIM" and get_spec("dinov3-x").num_prefix_tokens == 5
+    finally:
+        unregister("dinov3-x"), unregister("eva-x")
+    with pytest.raises(SpecError, match="eva-x given more than once"):
+        add_models([f"eva-x=timm/{EVA02}:MIM"], [path])
+    with pytest.raises(UnknownModelError):  # nothing registered when one fails
+        get_spec("eva-x")
+
+
 def test_gsd_is_refused_for_models_without_a_gsd_encoding():
     with pytest.raises(ValueError, match="gsd is only for"):
         load(parse_added_model(f"x={REG4}:contrastive"), random_init=True, smoke=True, gsd=0.5)

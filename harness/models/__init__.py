@@ -14,7 +14,7 @@ LayerNorm is applied to every layer, patch tokens only (class token and register
 [B, h, w, D], no masking.
 """
 
-from harness.models.added import SpecError, load_model_specs, parse_added_model
+from harness.models.added import SpecError, add_models, load_model_specs, parse_added_model
 from harness.models.backbone import Backbone
 from harness.models.checkpoint import (
     ALLOWED_GLOBAL_NAMES,
@@ -50,6 +50,7 @@ __all__ = [
     "SpecError",
     "UnknownModelError",
     "WeightsNotAvailableError",
+    "add_models",
     "all_specs",
     "get_spec",
     "load",

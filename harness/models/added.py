@@ -99,6 +99,22 @@ def parse_added_model(text: str) -> ModelSpec:
     return _resolve(name, family, source.strip(), where=f"added model {name!r}")
 
 
+def add_models(texts=(), spec_files=()) -> list[ModelSpec]:
+    """Parse `NAME=SOURCE:FAMILY` texts and TOML spec files and register every model, so the
+    rest of a run loads them by name (what a pytest option such as --claims-add-model calls
+    once per process). All are validated before any is registered."""
+    from harness.models.registry import register
+
+    specs = [parse_added_model(text) for text in texts]
+    for path in spec_files:
+        specs.extend(load_model_specs(path))
+    names = [spec.name for spec in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SpecError(f"added models: {', '.join(twice)} given more than once")
+    return register(specs)
+
+
 # ------------------------------------------------------------------------------- TOML form
 def load_model_specs(path: str | os.PathLike) -> list[ModelSpec]:
     """The models of a TOML spec file (`[[model]]` tables), validated; messages name the

@@ -111,13 +111,17 @@ class Backbone:
             output_fmt="NLC",
             intermediates_only=True,
         )
+        if len(outputs) != len(layers):
+            raise RuntimeError(f"{self.name}: asked for {len(layers)} layers, got {len(outputs)}")
         batch, norm = x.shape[0], self.final_norm
         tokens = {}
-        for layer, out in zip(layers, outputs, strict=True):
+        for index, layer in enumerate(layers):
+            out, outputs[index] = outputs[index], None  # drop each raw output once normed: one copy
             if out.shape[1] != h * w:
                 raise RuntimeError(f"{self.name}: layer {layer} has {out.shape[1]} tokens after removing "
                                    f"{self.num_prefix_tokens} prefix tokens, expected {h}x{w} patches")
             tokens[layer] = norm(out).reshape(batch, h, w, out.shape[-1])
+            del out
         return tokens
 
     def check_layers(self, layers: Iterable[int] | None) -> list[int]:

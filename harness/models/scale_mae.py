@@ -167,4 +167,4 @@ def _pos_embed_gsd(self, x: torch.Tensor) -> torch.Tensor:
     batch, h, w, dim = x.shape
     table = sincos_gsd_table(dim, (h, w), self.input_res, device=x.device)
     tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, h * w, dim)], dim=1)
-    return self.pos_drop(tokens + table.to(x.dtype))
+    return self.pos_drop(tokens + table)  # promotes like timm adding its float32 table

@@ -140,9 +140,9 @@ def default_weights(spec: ModelSpec, cache_dir: str | os.PathLike | None = None)
         cached = cached_hub_file(spec.hub_id)
         if cached is not None:
             return WeightsFile(cached, f"hf-hub:{spec.hub_id}", _hub_digest(spec.hub_id, cached), False)
-        if release.is_file():
+        if spec.release_file and release.is_file():
             return local_file(release)
-        return hub_weights(spec.hub_id, how_to=release_file_hint(spec, cache_dir))
+        return hub_weights(spec.hub_id, how_to=release_file_hint(spec, cache_dir) if spec.release_file else "")
     if release.is_file():
         return local_file(release)
     raise WeightsNotAvailableError(
@@ -193,8 +193,8 @@ def local_status(spec: ModelSpec, cache_dir=None) -> tuple[bool, str]:
         if cached is not None:
             return True, f"hf cache: {spec.hub_id}"
     release = release_file_path(spec, cache_dir)
-    if release.is_file():
+    if spec.release_file and release.is_file():
         return True, str(release)
     if spec.hub_id:
-        return False, f"hf-hub:{spec.hub_id} or {release}"
+        return False, f"hf-hub:{spec.hub_id}" + (f" or {release}" if spec.release_file else "")
     return False, f"{release} (from {spec.release_url})"
