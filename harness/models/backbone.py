@@ -101,19 +101,22 @@ class Backbone:
             raise ValueError(f"patch_tokens expects [B, 3, H, W], got {tuple(x.shape)}")
         h, w = self._check_size(x.shape[2], x.shape[3])
         self._set_input_grid(self.module, (h, w))
-        # Raw block outputs, every prefix token (module.num_prefix_tokens) removed by timm;
-        # the final norm is per token, so applying it after the split is the same.
+        # Block outputs with every prefix token (module.num_prefix_tokens) removed by timm. A
+        # final norm in `norm` is applied by timm inside the block loop (one copy of each
+        # layer); one in `fc_norm` is applied here, per token, which is the same thing.
+        in_timm = self.spec.final_norm == "norm"
         outputs = self.module.forward_intermediates(
             x,
             indices=[layer - 1 for layer in layers],
-            norm=False,
+            norm=in_timm,
             stop_early=True,
             output_fmt="NLC",
             intermediates_only=True,
         )
         if len(outputs) != len(layers):
             raise RuntimeError(f"{self.name}: asked for {len(layers)} layers, got {len(outputs)}")
-        batch, norm = x.shape[0], self.final_norm
+        batch = x.shape[0]
+        norm = torch.nn.Identity() if in_timm else self.final_norm
         tokens = {}
         for index, layer in enumerate(layers):
             out, outputs[index] = outputs[index], None  # drop each raw output once normed: one copy
