@@ -60,10 +60,18 @@ def test_backbone_attributes(smoke_models):
     backbone = smoke_models["dinov2"]
     assert backbone.name == "dinov2" and backbone.spec is REGISTRY["dinov2"]
     assert (backbone.patch_size, backbone.depth, backbone.embed_dim) == (14, 12, 64)
+    assert (backbone.num_heads, backbone.num_prefix_tokens, backbone.family, backbone.gsd) == (2, 1, "contrastive", None)
     assert backbone.device == torch.device("cpu")
     assert backbone.weights_id == "random-init-smoke"
     assert backbone.weights_digest.startswith("random-init-") and backbone.weights_digest.endswith("-smoke")
     assert isinstance(backbone.module, torch.nn.Module) and not backbone.module.training
+
+
+@pytest.mark.parametrize("name", PAPER_MODELS)
+def test_every_paper_model_has_one_prefix_token_and_its_family(smoke_models, name):
+    backbone = smoke_models[name]
+    assert backbone.num_prefix_tokens == 1 and backbone.family == REGISTRY[name].family
+    assert backbone.final_norm is backbone.module.norm
 
 
 def test_smoke_requires_random_init():

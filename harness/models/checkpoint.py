@@ -3,11 +3,13 @@ loading strictly: every missing, unexpected or mis-shaped key is an error that n
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import pickle
 import re
-import warnings
+import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,24 +51,90 @@ def _names(keys: list[str], shown: int = 40) -> str:
     return str(keys[:shown]) + more
 
 
+# Everything besides tensors and containers that an official release file pickles, mapped to
+# what it is rebuilt as. Nothing else is ever unpickled: not even for a file the user names.
+ALLOWED_GLOBALS: tuple[tuple[Any, str], ...] = (
+    # 'args' of training checkpoints: facebookresearch/dino main_dino.py (save_dict),
+    # bytedance/ibot main_ibot.py (save_dict), facebookresearch/mae util/misc.py and
+    # bair-climate-initiative/scale-mae mae/util/misc.py (save_model). Rebuilding it sets
+    # attributes on an empty Namespace.
+    (argparse.Namespace, "argparse.Namespace"),
+    # 'config' of microsoft/SimMIM utils.py save_checkpoint: a yacs CfgNode (a dict subclass
+    # with flags in its __dict__). It is rebuilt as a plain OrderedDict with the same items
+    # and flags (the weights-only reader fills only dict/OrderedDict instances); yacs is never
+    # imported and none of its code runs.
+    (OrderedDict, "yacs.config.CfgNode"),
+)
+ALLOWED_GLOBAL_NAMES = tuple(name for _, name in ALLOWED_GLOBALS)
+
+_REFUSED_NAME = re.compile(r"GLOBAL ([\w.]+)|unrecognized function ([^\s]+)|but got (<[^>]+>)")
+
+
 def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
-    """The raw content of a .safetensors / .pth / .bin file, on CPU."""
+    """The content of a .safetensors / .pth / .bin file, on CPU.
+
+    Pickled files are read with torch's weights-only unpickler, allowing only the globals of
+    ALLOWED_GLOBALS (inside a `torch.serialization.safe_globals` context: no global state
+    changes). A file that needs anything else is refused with a CheckpointError naming the
+    file and what it holds; a file that is not a checkpoint at all, likewise."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({err})") from err
+    with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+        try:
+            # torch.save archives are memory-mapped: a ViT-L file is not held twice in RAM
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except pickle.UnpicklingError as err:
+            refused = _unsafe_globals(path, err)
+            if refused is None:
+                raise CheckpointError(
+                    f"checkpoint {path} is not a PyTorch checkpoint or is damaged: it is neither a "
+                    f"torch.save archive nor a pickle the weights-only reader can parse "
+                    f"({_reason(err)}). Download the file again") from None
+            raise CheckpointError(
+                f"checkpoint {path} was refused: besides tensors it pickles {refused}, which "
+                f"unpickling would import and run. The harness never unpickles a checkpoint in "
+                f"full; it allows only {list(ALLOWED_GLOBAL_NAMES)} (what the official release "
+                f"files hold). Use the official release file or the timm hub weights, or, for a "
+                f"file you trust, save its state dict alone (or as .safetensors) on another "
+                f"machine") from None
+        except (RuntimeError, EOFError, ValueError, OSError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise CheckpointError(
+                f"checkpoint {path} could not be read: {_reason(err)} (truncated or damaged "
+                f"download?)") from None
+
+
+def _reason(err: BaseException) -> str:
+    """The first informative line of torch's error (its weights_only preamble removed)."""
+    text = str(err)
+    for marker in ("WeightsUnpickler error:", "Unpickler error:"):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return " ".join(text.strip().split("\n")[0].split())[:300] or type(err).__name__
+
+
+def _unsafe_globals(path: Path, err: BaseException) -> list[str] | None:
+    """The disallowed globals in the file (static scan, nothing runs), or None when the file
+    is no checkpoint at all."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # Official training checkpoints (SimMIM) pickle a yacs config next to the
-        # weights; only a file the user chose to load gets here.
-        warnings.warn(
-            f"{path.name}: not loadable with weights_only=True ({str(err).splitlines()[0]}); "
-            "loading it as a full pickle because you named this file as trusted weights",
-            stacklevel=2,
-        )
-        return torch.load(path, map_location="cpu", weights_only=False)
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (ValueError, RuntimeError, OSError):
+        found = None  # not a torch.save zip archive: legacy format or garbage
+    if found:
+        return sorted(found)
+    # Legacy (pre-zip) files and globals pushed at run time: torch's error names the culprit.
+    match = _REFUSED_NAME.search(str(err))
+    if match:
+        return [next(g for g in match.groups() if g)]
+    return None
 
 
 def file_digest(path: str | Path, chars: int = 16) -> str:

@@ -131,9 +131,17 @@ def build(spec: ModelSpec, *, embed_dim: int, num_heads: int) -> torch.nn.Module
     )
     if module.reg_token is not None or module.no_embed_class or module.cls_token is None:
         raise ValueError(f"{spec.name}: expected one class token with a pos-embed row")
-    module._pos_embed = types.MethodType(_pos_embed_any_grid, module)
-    module.grid_resize = spec.grid_resize
+    use_grid_resize(module, spec.grid_resize)
     return module
+
+
+def use_grid_resize(module: torch.nn.Module, method: str) -> None:
+    """Make a timm VisionTransformer bring its learned table to each input's grid with
+    `method` (see spec.GridResize) instead of timm's own resampling."""
+    if method not in ("dino-offset", "bicubic-size", "timm"):
+        raise ValueError(f"a learned position table cannot be resized with {method!r}")
+    module._pos_embed = types.MethodType(_pos_embed_any_grid, module)
+    module.grid_resize = method
 
 
 def set_input_grid(module: torch.nn.Module, grid: tuple[int, int]) -> None:
@@ -141,17 +149,22 @@ def set_input_grid(module: torch.nn.Module, grid: tuple[int, int]) -> None:
 
 
 def resize_pos_embed(
-    pos_embed: torch.Tensor, grid: tuple[int, int], native: tuple[int, int], method: str
+    pos_embed: torch.Tensor,
+    grid: tuple[int, int],
+    native: tuple[int, int],
+    method: str,
+    num_prefix_rows: int = 1,
 ) -> torch.Tensor:
-    """Position embedding [1, 1 + h*w, D] (class row first) for a patch grid `grid`."""
+    """Position embedding [1, rows + h*w, D] (the prefix tokens' rows first, untouched) for a
+    patch grid `grid`."""
     h, w = grid
+    prefix, table = pos_embed[:, :num_prefix_rows], pos_embed[:, num_prefix_rows:]
+    dim = table.shape[-1]
     if method == "dino-offset":
         m = native[0]
         # Official early-out: same token count and a square input.
         if h * w == m * m and h == w:
             return pos_embed
-        cls_row, table = pos_embed[:, :1], pos_embed[:, 1:]
-        dim = table.shape[-1]
         table = table.float().reshape(1, m, m, dim).permute(0, 3, 1, 2)
         # The +0.1 keeps floor(m * scale) at the target size; the scale factor itself
         # (not in/out ratio) sets the sampling positions, so it changes the numbers.
@@ -160,25 +173,33 @@ def resize_pos_embed(
         )
         assert table.shape[-2:] == (h, w), table.shape
         table = table.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)
-        return torch.cat([cls_row, table], dim=1)
+        return torch.cat([prefix, table], dim=1)
     if method == "bicubic-size":
         if (h, w) == tuple(native):
             return pos_embed
-        cls_row, table = pos_embed[:, :1], pos_embed[:, 1:]
-        dim = table.shape[-1]
         table = table.float().reshape(1, native[0], native[1], dim).permute(0, 3, 1, 2)
         table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
         table = table.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)
-        return torch.cat([cls_row, table], dim=1)
+        return torch.cat([prefix, table], dim=1)
     if method == "timm":
-        return resample_abs_pos_embed(pos_embed, new_size=[h, w], old_size=list(native))
+        return resample_abs_pos_embed(
+            pos_embed, new_size=[h, w], old_size=list(native), num_prefix_tokens=num_prefix_rows
+        )
     raise ValueError(f"unknown position-embedding resize method {method!r}")
 
 
 def _pos_embed_any_grid(self, x: torch.Tensor) -> torch.Tensor:
     # Replaces VisionTransformer._pos_embed; x is [B, h, w, D] (dynamic_img_size=True).
+    # Same token layout as timm: class token, registers, patches; the table has rows for the
+    # prefix tokens unless no_embed_class (then they get no position).
     batch, h, w, dim = x.shape
     native = tuple(self.patch_embed.grid_size)
-    pos_embed = resize_pos_embed(self.pos_embed, (h, w), native, self.grid_resize)
-    tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, h * w, dim)], 1)
-    return self.pos_drop(tokens + pos_embed)
+    rows = 0 if self.no_embed_class else self.num_prefix_tokens
+    pos_embed = resize_pos_embed(self.pos_embed, (h, w), native, self.grid_resize, rows)
+    patches = x.reshape(batch, h * w, dim)
+    prefix = [t.expand(batch, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+    if self.no_embed_class:
+        tokens = torch.cat([*prefix, patches + pos_embed], dim=1)
+    else:
+        tokens = torch.cat([*prefix, patches], dim=1) + pos_embed
+    return self.pos_drop(tokens)

@@ -109,23 +109,40 @@ def release_file_hint(spec: ModelSpec, cache_dir: str | os.PathLike | None = Non
     )
 
 
-def local_file(path: str | os.PathLike) -> WeightsFile:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsNotAvailableError(f"weights file {path} does not exist")
+def local_file(path: str | os.PathLike, *, model: str | None = None) -> WeightsFile:
+    """A weights file, or a folder holding a timm hub snapshot (model.safetensors or
+    pytorch_model.bin)."""
+    path = weights_path(path, model=model)
     return WeightsFile(path, str(path), file_digest(path), is_release_file=True)
+
+
+def weights_path(path: str | os.PathLike, *, model: str | None = None) -> Path:
+    """The file `path` names (inside it when it is a hub snapshot folder); no hashing."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        inside = [path / name for name in HUB_FILES if (path / name).is_file()]
+        if not inside:
+            raise WeightsNotAvailableError(
+                f"weights folder {path} holds none of {', '.join(HUB_FILES)} (a timm hub snapshot)")
+        path = inside[0]
+    if not path.is_file():
+        named_by = f" (named by the spec of model {model!r})" if model else ""
+        raise WeightsNotAvailableError(f"weights file {path}{named_by} does not exist")
+    return path
 
 
 def default_weights(spec: ModelSpec, cache_dir: str | os.PathLike | None = None) -> WeightsFile:
     """The spec's default source, looked up locally first."""
+    if spec.weights_file:
+        return local_file(spec.weights_file, model=spec.name)
     release = release_file_path(spec, cache_dir)
     if spec.hub_id:
         cached = cached_hub_file(spec.hub_id)
         if cached is not None:
             return WeightsFile(cached, f"hf-hub:{spec.hub_id}", _hub_digest(spec.hub_id, cached), False)
-        if release.is_file():
+        if spec.release_file and release.is_file():
             return local_file(release)
-        return hub_weights(spec.hub_id, how_to=release_file_hint(spec, cache_dir))
+        return hub_weights(spec.hub_id, how_to=release_file_hint(spec, cache_dir) if spec.release_file else "")
     if release.is_file():
         return local_file(release)
     raise WeightsNotAvailableError(
@@ -141,7 +158,7 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike | None, cache_dir=None) 
     if weights is None:
         return default_weights(spec, cache_dir)
     text = str(weights)
-    if Path(text).expanduser().is_file():
+    if Path(text).expanduser().exists():
         return local_file(text)
     if text.startswith("hf-hub:"):
         return hub_weights(text.removeprefix("hf-hub:"))
@@ -166,13 +183,18 @@ def _timm_tag_hub_id(tag: str) -> str:
 
 def local_status(spec: ModelSpec, cache_dir=None) -> tuple[bool, str]:
     """(available offline, where it is or what is missing) without touching the network."""
+    if spec.weights_file:
+        try:
+            return True, str(weights_path(spec.weights_file))
+        except WeightsNotAvailableError:
+            return False, spec.weights_file
     if spec.hub_id:
         cached = cached_hub_file(spec.hub_id)
         if cached is not None:
             return True, f"hf cache: {spec.hub_id}"
     release = release_file_path(spec, cache_dir)
-    if release.is_file():
+    if spec.release_file and release.is_file():
         return True, str(release)
     if spec.hub_id:
-        return False, f"hf-hub:{spec.hub_id} or {release}"
+        return False, f"hf-hub:{spec.hub_id}" + (f" or {release}" if spec.release_file else "")
     return False, f"{release} (from {spec.release_url})"
