@@ -104,12 +104,11 @@ def choose_batch_size(backbone: Backbone, image_size: tuple[int, int]) -> int:
     if backbone.device.type != "cuda":
         return CPU_BATCH
     h, w = backbone.grid(*image_size)
-    tokens = h * w + 1
+    tokens = h * w + backbone.num_prefix_tokens  # class token and registers
     # Peak activation per image in inference: attention scores (heads x tokens^2) plus
     # ~12 token-sized buffers (qkv, mlp hidden 4D, outputs of every requested layer),
     # in bf16, with a 2x margin.
-    heads = backbone.module.blocks[0].attn.num_heads
-    per_image = 2 * 2 * (heads * tokens * tokens + 24 * tokens * backbone.embed_dim)
+    per_image = 2 * 2 * (backbone.num_heads * tokens * tokens + 24 * tokens * backbone.embed_dim)
     free, _ = torch.cuda.mem_get_info(backbone.device)
     return int(max(1, min(MAX_CUDA_BATCH, (free * 0.6) // per_image)))
 
@@ -171,6 +170,7 @@ def extract_into(
                 _check_finite(backbone, view, layer, tokens[layer], start)
                 # one pass: cast to float16 while copying into the memory-mapped file
                 torch.from_numpy(outputs[layer][start:start + len(images)]).copy_(tokens[layer])
+            del tokens  # not held through the next forward: memory is one batch, not two
             bar.update(len(images))
 
 

@@ -40,6 +40,8 @@ class Profile:
     video_size: tuple[int, int] = (336, 560)  # H x W of video frames: multiples of 14 and 16
     # Threshold overrides where a profile's sizes differ from the paper's (claim -> name -> value).
     thresholds: dict = field(default_factory=dict)
+    # Backbones every run of the profile adds (--claims-add-model texts).
+    extra_models: tuple[str, ...] = ()
 
     @property
     def middle_train_per_city(self) -> int:
@@ -67,6 +69,13 @@ PROFILES = {
         video_size=(112, 224),
         # The synthetic videos are 40 frames long: judge 'flat past a gap' on 10 -> 30.
         thresholds={"S6.3": {"flat_d_from": 10, "flat_d_to": 30}},
+        # One added backbone per family (random init like the others), so X.4 and the report's
+        # backbone x finding matrix run end to end.
+        extra_models=(
+            "dinov2_reg4=hf-hub:timm/vit_base_patch14_reg4_dinov2.lvd142m:contrastive",
+            "eva02_mim=eva02_base_patch14_224.mim_in22k:MIM",
+            "deit=deit_base_patch16_224.fb_in1k:supervised",
+        ),
     ),
 }
 

@@ -28,8 +28,10 @@ from harness.profiles import PROFILES, Profile
 PAPER_MODELS = ("dino", "dinov2", "mae", "simmim", "ibot", "supervised")
 # iBOT appears only in the retrieval experiment of the paper (S5.4).
 SEGMENTATION_MODELS = ("dino", "dinov2", "mae", "simmim", "supervised")
-RETRIEVAL_MODELS = PAPER_MODELS
-PRUNED_ON_FAIR1M: tuple[str, ...] = ()  # models pruned by FAIR1M's own top-200 set in S5
+BEYOND_THE_PAPER = ("scale_mae",)  # X.5, on FAIR1M
+PRUNED_ON_FAIR1M = ("scale_mae",)  # models pruned by FAIR1M's own top-200 set (X.5)
+GSD_SOURCE = ("FAIR1M: Gaofen and Google Earth imagery at 0.3-0.8 m (Sun et al. 2022); 0.8 m, Gaofen-2's, "
+              "for tiles cut at native resolution")
 TOP_SET_SOURCES = {"cityscapes": "the top-200 set of Cityscapes' middle train subset (as S4)",
                    "fair1m": "the top-200 set of FAIR1M's original tiles"}
 
@@ -43,6 +45,7 @@ class ClaimsRun:
     profile: Profile
     models: tuple[str, ...]
     weights: dict[str, str] = field(default_factory=dict)
+    added: dict[str, str] = field(default_factory=dict)  # backbones added by spec: name -> family
     data_root: Path | None = None
     cache_dir: Path = field(default_factory=config.cache_dir)
     train_seeds: int = 1
@@ -54,7 +57,7 @@ class ClaimsRun:
     def from_options(cls, options, worker_index: int = 0,
                      record: Callable[[str, Any], None] | None = None) -> ClaimsRun:
         return cls(profile=PROFILES[options.profile], models=tuple(options.models),
-                   weights=dict(options.weights),
+                   weights=dict(options.weights), added=dict(getattr(options, "added", {}) or {}),
                    data_root=Path(options.data_root) if options.data_root else None,
                    cache_dir=Path(options.cache_dir), train_seeds=options.train_seeds,
                    worker_index=worker_index, record=record or (lambda key, value: None))
@@ -67,20 +70,32 @@ class ClaimsRun:
         if name not in self._backbones:
             from harness import models
 
+            # Scale-MAE's position encoding takes the input's ground sample distance: it runs on
+            # FAIR1M tiles at native resolution (X.5).
+            gsd = models.FAIR1M_GSD_M if models.get_spec(name).gsd_aware else None
             try:
                 if self.profile.untrained:
-                    backbone = models.load(name, random_init=True, smoke=True)
+                    backbone = models.load(name, random_init=True, smoke=True, gsd=gsd)
                 else:
-                    backbone = models.load(name, weights=self.weights.get(name), cache_dir=self.cache_dir)
+                    backbone = models.load(name, weights=self.weights.get(name), cache_dir=self.cache_dir, gsd=gsd)
             except models.WeightsNotAvailableError as err:
                 backbone = Unavailable(str(err))
             self._backbones[name] = backbone
             if not isinstance(backbone, Unavailable):
                 self.record("weights", {name: {"id": backbone.weights_id, "digest": backbone.weights_digest}})
+                self.record("families", {name: backbone.family})
+                if gsd is not None:
+                    self.record("gsd", {name: {"metres_per_pixel": gsd, "source": GSD_SOURCE}})
         backbone = self._backbones[name]
         if isinstance(backbone, Unavailable):
             raise backbone
         return backbone
+
+    def families(self) -> dict[str, str]:
+        """The family (contrastive, MIM, supervised) of every model of the run."""
+        from harness import models
+
+        return {name: models.get_spec(name).family for name in self.models}
 
     # -- datasets --------------------------------------------------------------------------
     def dataset_root(self, name: str) -> Path:
@@ -171,7 +186,7 @@ class ClaimsRun:
 
         seed_tag = f"/train-seed-{train_seed}" if train_seed else ""
         return self.measure(f"segmentation/{dataset}/{'full' if full else 'last-layer'}{seed_tag}",
-                            SEGMENTATION_MODELS, lambda backbone: built(), per_model)
+                            (*SEGMENTATION_MODELS, *self.added), lambda backbone: built(), per_model)
 
     def retrieval(self) -> Measurements:
         """S5 on FAIR1M; MAE is measured again without the claims' top-200 set (the Cityscapes
@@ -207,7 +222,8 @@ class ClaimsRun:
                 pruned = top_features(backbone, VarianceSet(views.original), self.embed, self.profile.top_m)
             return retrieval_measurements(model, backbone, views, self.embed, self.profile, pruned=pruned)
 
-        return self.measure("retrieval/fair1m", RETRIEVAL_MODELS, views_and_keys, per_model)
+        return self.measure("retrieval/fair1m", (*PAPER_MODELS, *BEYOND_THE_PAPER, *self.added), views_and_keys,
+                            per_model)
 
     def association(self, dataset: str) -> Measurements:
         from harness.experiments.association import association_measurements
@@ -225,7 +241,7 @@ class ClaimsRun:
         def per_model(model, backbone, built):
             return association_measurements(model, backbone, built, dataset, self.embed, self.profile)
 
-        return self.measure(f"association/{dataset}", SEGMENTATION_MODELS, views, per_model)
+        return self.measure(f"association/{dataset}", (*SEGMENTATION_MODELS, *self.added), views, per_model)
 
     def feature_overlap(self) -> Measurements:
         from harness.experiments.overlap import overlap_measurements
@@ -255,6 +271,11 @@ class ClaimsRun:
                                                               seed=config.seed_for("recon"))
 
         return self.measure("reconstruction", ("mae",), lambda backbone: built(), per_model)
+
+    def precision_check(self) -> Measurements:
+        """X.3: judged where a run extracts in bf16."""
+        raise Unavailable("X.3 is judged where extraction runs in bf16 (the fast GPU path); this run "
+                          "extracts in fp32 only, so no verdict can depend on precision")
 
     def _has(self, dataset: str) -> bool:
         try:

@@ -66,7 +66,7 @@ def test_no_data_root_skips_every_claim_and_still_writes_the_report(tmp_path):
     env = {"VITCLAIMS_DATA": ""}
     result = run_claims("--claims-report-dir", str(tmp_path / "r"), "--claims-cache-dir", str(tmp_path / "c"), env=env)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "35 skipped" in result.stdout
+    assert "38 skipped" in result.stdout
     report = json.loads((tmp_path / "r" / "claims.json").read_text())
     verdicts = {c["id"]: c["verdict"] for c in report["claims"]}
     assert {v for k, v in verdicts.items() if k.startswith("S")} == {"skipped"}

@@ -104,7 +104,7 @@ def test_extract_rejects_unknown_names_as_usage_errors(capsys):
     assert main(["extract", "--model", "dino", "--random-init", "--smoke", "--dataset", "synthetic-imagenet"]) == 2
     assert capsys.readouterr().err.startswith("harness extract: error: unknown dataset 'synthetic-imagenet'")
     assert main(["extract", "--model", "dinov3", "--random-init", "--dataset", "synthetic-fair1m"]) == 2
-    assert "known models: dino, dinov2, ibot, mae, simmim, supervised" in capsys.readouterr().err
+    assert "known models: dino, dinov2, ibot, mae, scale_mae, simmim, supervised" in capsys.readouterr().err
 
 
 def test_extract_without_weights_offline_names_what_to_download(capsys):

@@ -37,4 +37,4 @@ def test_pytest_profiling_beside_it(tmp_path):
     assert other.returncode == 0, other.stdout + other.stderr
     ours = pytest_in(ROOT, "claims/", "--co", "-q", "--profile", "--claims-profile", "smoke")
     assert ours.returncode == 0, ours.stdout + ours.stderr
-    assert "35 tests collected" in ours.stdout
+    assert "38 tests collected" in ours.stdout

@@ -47,7 +47,7 @@ CLAIM_ID = re.compile(r"^(S[3-6]|X)\.\d+$")
 SECTION_DATASETS: dict[str, str | None] = {
     "cityscapes": "cityscapes", "ade20k": "ade20k", "fair1m": "fair1m",
     "bdd100k": "bdd100k_mot", "mot17": "mot17", "feature_overlap": None,
-    "reconstruction": None, "precision": None, "backbones": None, "scale_mae": None,
+    "reconstruction": None, "precision": None, "backbones": None,
 }
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.measurements import Measurements
+
 FAMILIES = ("contrastive", "MIM", "supervised")
 PAPER_FAMILIES = {"dino": "contrastive", "dinov2": "contrastive", "ibot": "contrastive",
                   "mae": "MIM", "simmim": "MIM", "supervised": "supervised"}
@@ -62,58 +64,96 @@ def findings_of(family: str) -> tuple[Finding, ...]:
     return tuple(f for f in FINDINGS if f.family == family)
 
 
-def measure(finding: Finding, model: str, cityscapes=None, association: Mapping[str, Any] | None = None,
-            families: Mapping[str, str] | None = None, m: int = 200) -> float:
-    """The finding's number for `model` (NaN when its section is absent)."""
+ASSOCIATION_DATASETS = ("bdd100k_mot", "mot17")
+
+
+def measure(finding: Finding, model: str, measured, families: Mapping[str, str], m: int = 200) -> float:
+    """The finding's number for `model`, read from `measured` (Cityscapes and association rows;
+    every read names its dataset)."""
     if finding.section == "cityscapes":
-        if cityscapes is None:
-            return float("nan")
-        return _segmentation(finding.key, model, cityscapes, m)
-    return association_margin(model, association or {}, families or {})
+        return _segmentation(finding.key, model, measured, m)
+    return association_margin(model, measured, families)
 
 
-def _segmentation(key: str, model: str, cityscapes, m: int) -> float:
-    knn = cityscapes.value("miou", model=model, probe="knn")
+def _segmentation(key: str, model: str, measured, m: int) -> float:
+    city = {"dataset": "cityscapes"}
+    knn = measured.value("miou", model=model, probe="knn", **city)
     if key == "knn_over_linear":
-        return knn / cityscapes.value("miou", model=model, probe="linear")
+        return knn / measured.value("miou", model=model, probe="linear", **city)
     if key == "linear_over_knn":
-        linear = max(cityscapes.value("miou", model=model, probe="linear"),
-                     cityscapes.value("miou", model=model, probe="linear_bn"))
-        return linear / knn
+        with_bn = measured.value("miou", model=model, probe="linear_bn", **city)
+        linear = measured.value("miou", model=model, probe="linear", **city)
+        return np.nanmax([with_bn, linear]) / knn if not np.isnan(linear) else float("nan")
     if key == "pruning_gain":
-        return cityscapes.value("miou", model=model, probe="knn", m=m) / knn
+        return measured.value("miou", model=model, probe="knn", m=m, **city) / knn
     if key == "variance_vs_dino":
-        return cityscapes.value("variance_ratio", model=model) / cityscapes.value("variance_ratio", model="dino")
+        return (measured.value("variance_ratio", model=model, **city)
+                / measured.value("variance_ratio", model="dino", **city))
     raise ValueError(f"unknown family finding {key!r}")
 
 
-def association_margin(model: str, association: Mapping[str, Any], families: Mapping[str, str]) -> float:
+def association_margin(model: str, measured, families: Mapping[str, str]) -> float:
     """The model's instance accuracy averaged over D minus the best MIM model's, on each
-    association dataset present (BDD100K, MOT17); the smaller of the margins."""
+    association dataset measured (BDD100K, MOT17); the smaller of the margins."""
     mim = [m for m, family in families.items() if family == "MIM" and m != model]
+    datasets = [d for d in ASSOCIATION_DATASETS if d in measured.distinct("instance_acc", "dataset")]
     margins = []
-    for section in association.values():
-        if section is None or not mim:
-            continue
-        mean = {m: float(section.curve("instance_acc", by="gap", model=m).mean()) for m in (model, *mim)}
-        margins.append(mean[model] - max(mean[m] for m in mim))
+    for dataset in datasets or ASSOCIATION_DATASETS[:1]:  # none measured: the read below is missing
+        mean = {m: float(measured.curve("instance_acc", by="gap", model=m, dataset=dataset).mean())
+                for m in (model, *mim)}
+        if mim:
+            margins.append(mean[model] - max(mean[m] for m in mim))
     return min(margins) if margins else float("nan")
 
 
-def matrix(models: Mapping[str, str], thresholds: Mapping[str, float], cityscapes=None,
-           association: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per (model, finding of its family): value, threshold and whether it holds."""
+class Backbones(Measurements):
+    """X.4's numbers: the Cityscapes and association rows of the run, with the backbones added
+    to it (`added`: name -> family) and the family of every model of the run (`families`)."""
+
+    added: dict[str, str]
+    families: dict[str, str]
+
+    @classmethod
+    def of(cls, measured: Measurements, added: Mapping[str, str], families: Mapping[str, str]) -> Backbones:
+        view = object.__new__(cls)
+        view.__dict__.update(measured.fresh().__dict__)
+        view.added, view.families = dict(added), {**PAPER_FAMILIES, **families}
+        return view
+
+    def findings(self, model: str) -> dict[str, float]:
+        """The numbers of the findings of the model's family (reads tracked like any read)."""
+        return {f.key: measure(f, model, self, self.families) for f in findings_of(self.added[model])}
+
+
+COLUMNS = ("knn_over_linear", "linear_over_knn", "pruning_gain", "variance_vs_dino", "association_margin")
+
+
+def matrix(families: Mapping[str, str], thresholds: Mapping[str, float], measured) -> list[dict[str, Any]]:
+    """The backbone x finding matrix: one row per (model, finding key) with the measured value,
+    and, where the finding belongs to the model's family, its threshold and whether it holds."""
     from harness.measurements import reported
 
+    families = {**{m: f for m, f in PAPER_FAMILIES.items() if m in families}, **families}
     rows = []
     with reported():  # a number that is missing is shown as such, never an error
-        for model, family in models.items():
-            for finding in findings_of(family):
-                value = measure(finding, model, cityscapes, association, models)
-                threshold = thresholds[finding.threshold]
-                rows.append({"model": model, "family": family, "finding": finding.key, "claim": finding.claim,
-                             "what": finding.what, "value": None if np.isnan(value) else float(value),
-                             "threshold": threshold,
-                             "holds": None if np.isnan(value) else bool(finding.holds(value, threshold)),
-                             "paper_model": model in PAPER_FAMILIES})
+        for model, family in families.items():
+            for key in COLUMNS:
+                own = next((f for f in FINDINGS if f.key == key and f.family == family), None)
+                finding = own or next(f for f in FINDINGS if f.key == key)
+                value = measure(finding, model, measured, families)
+                known = value is not None and not np.isnan(value)
+                threshold = thresholds.get(own.threshold) if own else None
+                rows.append({
+                    "model": model, "family": family, "finding": key, "what": finding.what,
+                    "claim": own.claim if own else finding.claim, "value": float(value) if known else None,
+                    "threshold": threshold, "relation": _relation(own, threshold) if own else None,
+                    "holds": bool(own.holds(value, threshold)) if own and known else None,
+                    "paper_model": model in PAPER_FAMILIES})
     return rows
+
+
+def _relation(finding: Finding, threshold: float) -> str:
+    """The relation in words, for the report: '>= 0.75', '<= 1.1', '> 0'."""
+    if finding.key == "pruning_gain" and finding.family == "contrastive":
+        return f"<= {1 + threshold:g}"
+    return f"{'>' if finding.key == 'association_margin' else '>='} {threshold:g}"

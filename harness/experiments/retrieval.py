@@ -42,14 +42,17 @@ def retrieval_measurements(
     pruned: np.ndarray | None = None,
 ) -> list[Measurement]:
     """Outcome rates per transform and level (S5.1-S5.6), with and without the source tile;
-    `pruned`: feature indices whose removal gives the variant='pruned' rows."""
+    `pruned`: feature indices whose removal gives the variant='pruned' rows; and the feature
+    variance ratio of the original tiles (X.5)."""
     last = backbone.depth
     p = backbone.patch_size
     base_x = flat_patches(embed(backbone, views.original, [last])[last])
     base_meta = _patch_meta(views.original, p)
     n_units = int(np.max(base_meta["source"])) + 1
     variants = {"main": None} | ({"pruned": np.asarray(pruned)} if pruned is not None else {})
-    out: list[Measurement] = []
+    # The variance spectrum of the original tiles' patches (X.5 compares Scale-MAE's with DINO's).
+    ratio = analyses.variance_ratio_top_over_median(variances=analyses.feature_variances(base_x), top=10)
+    out: list[Measurement] = [Measurement("variance_ratio", model, float(ratio), {"dataset": "fair1m", "layer": last})]
     for (transform, level), view in sorted(views.transformed.items()):
         query_x = flat_patches(embed(backbone, view, [last])[last])
         query_meta = _patch_meta(view, p)

@@ -18,6 +18,7 @@ from harness import config as harness_config
 from harness.measurements import DEFAULT_TOLERANCE
 
 PAPER_MODELS = ("dino", "dinov2", "mae", "simmim", "ibot", "supervised")
+BEYOND_THE_PAPER = ("scale_mae",)  # X.5: run on FAIR1M when its weights are there
 PROFILES = ("paper", "smoke")
 # A hub id: hf-hub:org/name, timm/name, org/name or a timm tag (letters, digits, . _ -).
 HUB_ID = re.compile(r"^(hf-hub:|timm/)?[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -29,6 +30,11 @@ def addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vit-local-claims", "re-verifying the paper's claims (pytest claims/)")
     group.addoption("--claims-models", default=None, metavar="A,B",
                     help="comma-separated subset of the models to measure (default: the paper's six)")
+    group.addoption("--claims-add-model", action="append", default=[], metavar="NAME=SOURCE:FAMILY",
+                    help="add a backbone to the run, e.g. dinov3=hf-hub:timm/vit_base_patch16_dinov3.lvd1689m:"
+                         "contrastive (FAMILY: contrastive, MIM or supervised); repeatable (X.4)")
+    group.addoption("--claims-model-spec", action="append", default=[], metavar="FILE",
+                    help="add the backbones of a TOML spec file ([[model]] tables); repeatable (X.4)")
     group.addoption("--claims-weights", action="append", default=[], metavar="NAME=PATH_OR_HUB_ID",
                     help="use these weights for model NAME: a checkpoint file, a folder holding one "
                          "(model.safetensors, pytorch_model.bin or the official release file), or a hub "
@@ -65,6 +71,7 @@ class RunOptions:
     profile: str
     models: tuple[str, ...]
     weights: dict[str, str]
+    added: dict[str, str]  # backbones added by spec: name -> family
     data_root: str | None
     cache_dir: str
     report_dir: str
@@ -96,14 +103,15 @@ def parse(option: Any) -> RunOptions:
     if tolerance is not None:
         thresholds.setdefault("X.2", {})["tolerance"] = tolerance
     tolerance = thresholds.get("X.2", {}).get("tolerance", DEFAULT_TOLERANCE)
-    models = _models(option.claims_models)
+    added = _add_models(option.claims_add_model, option.claims_model_spec, SIZES[profile].extra_models)
+    models = _models(option.claims_models, added)
     data_root = harness_config.data_root(option.claims_data_root)
     if option.claims_data_root and not Path(option.claims_data_root).expanduser().is_dir():
         raise pytest.UsageError(f"--claims-data-root {option.claims_data_root!r}: not a folder")
     cache_dir = harness_config.cache_dir(option.claims_cache_dir)
     _check_writable("--claims-cache-dir", cache_dir)
     return RunOptions(
-        profile=profile, models=models, weights=_weights(option.claims_weights),
+        profile=profile, models=models, weights=_weights(option.claims_weights), added=added,
         data_root=str(data_root) if data_root else None, cache_dir=str(cache_dir),
         report_dir=option.claims_report_dir, baseline=option.claims_baseline, bootstrap=bootstrap,
         train_seeds=train_seeds, tolerance=tolerance, thresholds=thresholds,
@@ -135,15 +143,32 @@ def _tolerance(raw: Any) -> float | None:
 
 
 def known_models() -> list[str]:
-    """The registry's model names (importing it loads torch and timm: only when needed)."""
-    from harness.models import REGISTRY
+    """The registry's model names and the added ones (importing the registry loads torch and
+    timm: only when needed)."""
+    from harness.models import all_specs
 
-    return list(REGISTRY)
+    return list(all_specs())
 
 
-def _models(raw: str | None) -> tuple[str, ...]:
+def _add_models(texts: list[str], files: list[str], profile_texts: tuple[str, ...]) -> dict[str, str]:
+    """Register the added backbones in this process (every xdist worker does the same)."""
+    if not (texts or files or profile_texts):
+        return {}
+    from harness.models import SpecError, add_models
+
+    for path in files:
+        if not Path(path).expanduser().is_file():
+            raise pytest.UsageError(f"--claims-model-spec {path!r}: no such file")
+    try:
+        specs = add_models([*profile_texts, *texts], [Path(f).expanduser() for f in files])
+    except (SpecError, ValueError) as err:
+        raise pytest.UsageError(f"--claims-add-model/--claims-model-spec: {err}") from None
+    return {spec.name: spec.family for spec in specs}
+
+
+def _models(raw: str | None, added: dict[str, str]) -> tuple[str, ...]:
     if not raw:
-        return PAPER_MODELS
+        return (*PAPER_MODELS, *BEYOND_THE_PAPER, *added)
     models = tuple(dict.fromkeys(m.strip() for m in raw.split(",") if m.strip()))
     known = known_models()
     unknown = [m for m in models if m not in known]

@@ -53,6 +53,12 @@ def render_html(report: Mapping[str, Any]) -> str:
         for verdict in ("verified", "contradicted", "fragile"):  # colour the verdict cells
             table = table.replace(f"<td>{verdict}</td>", f'<td class="{verdict}">{verdict}</td>')
         parts.append(table)
+    from harness.report.matrix import matrix_rows
+    from harness.report.matrix import render_html as matrix_html
+
+    cells = matrix_rows(report)
+    if cells:
+        parts.append(matrix_html(cells))
     conventions = conventions_rows(report)
     if conventions:
         parts.append("<h2>Conventions of this run</h2><p>Where the paper leaves room, the choices the "

@@ -63,6 +63,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for section in sections(report):
         lines += [f"## {section_title(section)}", "",
                   tabulate(overview_rows(report["claims"], section), headers=headers, tablefmt="github"), ""]
+    from harness.report.matrix import matrix_rows
+    from harness.report.matrix import render_markdown as matrix_markdown
+
+    cells = matrix_rows(report)
+    if cells:
+        lines += matrix_markdown(cells)
     conventions = conventions_rows(report)
     if conventions:
         lines += ["## Conventions of this run", "",
