@@ -95,10 +95,11 @@ def _segmentation(key: str, model: str, measured, m: int) -> float:
 def association_margin(model: str, measured, families: Mapping[str, str]) -> float:
     """The model's instance accuracy averaged over D minus the best MIM model's, on each
     association dataset measured (BDD100K, MOT17); the smaller of the margins."""
-    mim = [m for m, family in families.items() if family == "MIM" and m != model]
     datasets = [d for d in ASSOCIATION_DATASETS if d in measured.distinct("instance_acc", "dataset")]
     margins = []
     for dataset in datasets or ASSOCIATION_DATASETS[:1]:  # none measured: the read below is missing
+        tracked = measured.models("instance_acc", dataset=dataset)  # the run's models measured there
+        mim = [m for m, family in families.items() if family == "MIM" and m != model and m in tracked]
         mean = {m: float(measured.curve("instance_acc", by="gap", model=m, dataset=dataset).mean())
                 for m in (model, *mim)}
         if mim:
@@ -149,7 +150,8 @@ def matrix(families: Mapping[str, str], thresholds: Mapping[str, float], measure
                     "threshold": threshold, "relation": _relation(own, threshold) if own else None,
                     "holds": bool(own.holds(value, threshold)) if own and known else None,
                     "paper_model": model in PAPER_FAMILIES})
-    return rows
+    measured_models = {r["model"] for r in rows if r["value"] is not None}
+    return [r for r in rows if r["model"] in measured_models]  # models of the run measured here
 
 
 def _relation(finding: Finding, threshold: float) -> str:
