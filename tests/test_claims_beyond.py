@@ -128,3 +128,32 @@ def test_the_report_renders_the_matrix_grouped_by_family():
     assert "| dinov3 " in table and "✓" in table
     page = render_html(report)
     assert 'id="matrix"' in page and "rgb(" in page
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_the_matrix_heat_map_renders_in_headless_chromium(tmp_path):
+    """The heat map as a person sees it: a screenshot with green (holds) and red (does not hold)
+    cells."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    from harness.report.html import STYLE
+    from harness.report.matrix import render_html as matrix_html
+
+    cells = matrix({**ADDED, "dino": "contrastive", "mae": "MIM"}, judge_thresholds(), backbones(eva_variance=5.0))
+    page = tmp_path / "matrix.html"
+    page.write_text(f"<html><head><style>{STYLE}</style></head><body>{matrix_html(cells)}</body></html>")
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1250,500",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    green = ((pixels[:, 1] - pixels[:, 0] > 40) & (pixels[:, 1] - pixels[:, 2] > 40)).sum()
+    red = ((pixels[:, 0] - pixels[:, 1] > 40) & (pixels[:, 0] - pixels[:, 2] > 40)).sum()
+    assert green > 2000 and red > 2000, (green, red)
