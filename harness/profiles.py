@@ -1,6 +1,6 @@
 """Run profiles: the sizes of every experiment.
 
-`paper` follows the paper (shared/CLAIMS.md, "Setup" paragraphs). `smoke` runs the same
+`paper` follows the paper (the setups stated in the claims/ modules' docstrings). `smoke` runs the same
 pipeline end to end on the synthetic world with small random-init models, to prove the
 pipeline in minutes; its verdicts are never judged.
 """

@@ -1,4 +1,4 @@
-"""Variance spectrum, pruning, overlap and relative drop on planted features."""
+"""Variance spectrum, pruning and overlap on planted features."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from harness.analyses import (
     drop_features,
     feature_overlap,
     feature_variances,
-    prune_top_variance,
-    relative_drop,
-    top_feature_overlap,
     top_variance_features,
     variance_ratio_top_over_median,
 )
@@ -45,9 +42,9 @@ def test_drop_and_prune_use_train_variances():
     rng = np.random.default_rng(2)
     train = loud(rng, 1000, loud_dims=(1, 2))
     test = loud(rng, 500, loud_dims=(5, 6))
-    pruned_train, pruned_test = prune_top_variance(train, test, m=2)
-    np.testing.assert_array_equal(pruned_test, np.delete(test, [1, 2], axis=1))
-    assert pruned_train.shape == (1000, 30)
+    top = top_variance_features(train, 2)
+    np.testing.assert_array_equal(drop_features(test, top), np.delete(test, [1, 2], axis=1))
+    assert drop_features(train, top).shape == (1000, 30)
     grid = rng.normal(size=(2, 3, 3, 8))
     assert drop_features(grid, [0, 5]).shape == (2, 3, 3, 6)
     np.testing.assert_array_equal(drop_features(grid, [0, 5])[..., 0], grid[..., 1])
@@ -64,24 +61,15 @@ def test_variance_ratio_separates_mae_like_from_uniform():
 def test_overlap():
     rng = np.random.default_rng(4)
     a, b = loud(rng, 1000, loud_dims=(1, 2, 3)), loud(rng, 800, loud_dims=(1, 2, 9))
-    assert top_feature_overlap(a, b, 3) == 2
-    assert top_feature_overlap(a, a, 3) == 3
+    assert feature_overlap(top_variance_features(a, 3), top_variance_features(b, 3)) == 2
+    assert feature_overlap(top_variance_features(a, 3), top_variance_features(a, 3)) == 3
     assert feature_overlap([1, 2, 3], [4, 5]) == 0
-
-
-def test_relative_drop():
-    assert relative_drop(0.5, 0.25) == pytest.approx(0.5)
-    np.testing.assert_allclose(relative_drop(np.array([1.0, 2.0]), np.array([1.0, 1.0])), [0, 0.5])
-    with pytest.raises(ValueError, match="> 0"):
-        relative_drop(0.0, 0.1)
 
 
 def test_bad_inputs():
     x = np.ones((10, 4), np.float32)
     with pytest.raises(ValueError, match=r"m must be an integer in \[0, 4\]"):
         top_variance_features(x, 5)
-    with pytest.raises(ValueError, match=r"m must be an integer in \[0, 4\]"):
-        prune_top_variance(x, m=6)
     bad = x.copy()
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="x has 1 rows containing NaN or inf"):
@@ -92,5 +80,3 @@ def test_bad_inputs():
         drop_features(x, [4])
     with pytest.raises(ValueError, match="repeated"):
         feature_overlap([1, 1], [2])
-    with pytest.raises(ValueError, match="same width"):
-        top_feature_overlap(x, np.ones((10, 5)), 2)

@@ -6,26 +6,17 @@ from harness.analyses.association import (
     association_accuracy,
     pool_boxes,
 )
-from harness.analyses.bootstrap import (
-    BootstrapResult,
-    bootstrap,
-    bootstrap_confusion,
-    resample_counts,
-    resample_indices,
-)
 from harness.analyses.context import (
     context_feature_subset,
     global_context_r2,
     r2_from_units,
     tile_context_units,
 )
-from harness.analyses.overlap import feature_overlap, top_feature_overlap
+from harness.analyses.overlap import feature_overlap
 from harness.analyses.retrieval import OUTCOMES, PatchMeta, RetrievalOutcomes, retrieval_outcomes
-from harness.analyses.robustness import relative_drop
 from harness.analyses.variance import (
     drop_features,
     feature_variances,
-    prune_top_variance,
     top_variance_features,
     variance_ratio_top_over_median,
 )
@@ -34,13 +25,10 @@ from harness.probes.metrics import majority_class_fraction
 __all__ = [
     "OUTCOMES",
     "AssociationResult",
-    "BootstrapResult",
     "FrameObjects",
     "PatchMeta",
     "RetrievalOutcomes",
     "association_accuracy",
-    "bootstrap",
-    "bootstrap_confusion",
     "context_feature_subset",
     "drop_features",
     "feature_overlap",
@@ -49,13 +37,8 @@ __all__ = [
     "majority_class_fraction",
     "pool_boxes",
     "r2_from_units",
-    "prune_top_variance",
-    "relative_drop",
-    "resample_counts",
-    "resample_indices",
     "retrieval_outcomes",
     "tile_context_units",
-    "top_feature_overlap",
     "top_variance_features",
     "variance_ratio_top_over_median",
 ]

@@ -61,13 +61,6 @@ def drop_features(x, indices) -> np.ndarray:
     return np.delete(x, indices, axis=-1)
 
 
-def prune_top_variance(train_x, *others, m: int) -> tuple[np.ndarray, ...]:
-    """(train_x, *others) without the m features of highest variance *on train_x*."""
-    train_x = as_feature_matrix("train_x", train_x)
-    drop = top_variance_features(train_x, m)
-    return tuple(drop_features(a, drop) for a in (train_x, *others))
-
-
 def variance_ratio_top_over_median(x=None, top: int = 10, *, variances: np.ndarray | None = None) -> float:
     """Mean of the `top` largest feature variances divided by the median variance (S4.1)."""
     v = feature_variances(x) if variances is None else np.asarray(variances, np.float64)

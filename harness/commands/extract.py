@@ -1,6 +1,6 @@
 """`harness extract --model M --dataset D`: fill the embedding cache ahead of a claims run.
 
-The views are the ones the claims read (harness.experiments.views with the chosen profile),
+The views are the ones the claims read (harness.views.paper with the chosen profile),
 so their store entries are the ones a later `pytest claims/` finds.
 `--dataset synthetic-<name>` extracts from the synthetic world (written on first use under
 <cache-dir>/synthetic-world/) and needs no download; with `--random-init --smoke` it also
