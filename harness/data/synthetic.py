@@ -108,21 +108,21 @@ PAPER_WORLD = WorldSize(
 SIZES = {"smoke": WorldSize(), "paper": PAPER_WORLD}
 
 
-def write_world(out: str | Path, seed: int = 0, size: str = "smoke", names: Sequence[str] = DATASET_NAMES,
+def write_world(out: str | Path, seed: int = 0, size: str | WorldSize = "smoke", names: Sequence[str] = DATASET_NAMES,
                 limit: int | None = None, jobs: int = 1) -> Path:
     """Write the synthetic world (or only the datasets in `names`) under `out`; returns `out`.
-    `size`: 'smoke' (seconds) or 'paper' (the paper's sizes and counts: large, see
-    PAPER_WORLD); `limit` keeps a slice of it (WorldSize.limited); `jobs` > 1 writes
-    independent parts (a city, a video, ...) in that many processes. The bytes written do
-    not depend on `jobs`."""
-    if size not in SIZES:
+    `size`: 'smoke' (seconds), 'paper' (the paper's sizes and counts: large, see
+    PAPER_WORLD) or a WorldSize; `limit` keeps a slice of it (WorldSize.limited); `jobs` > 1
+    writes independent parts (a city, a video, ...) in that many processes. The bytes
+    written do not depend on `jobs`."""
+    if not isinstance(size, WorldSize) and size not in SIZES:
         raise ValueError(f"unknown world size {size!r}; expected one of {tuple(SIZES)}")
     unknown = set(names) - set(DATASET_NAMES)
     if unknown:
         raise ValueError(f"unknown dataset(s) {sorted(unknown)}; expected names from {DATASET_NAMES}")
     planners = {"cityscapes": _cityscapes_parts, "ade20k": _ade20k_parts, "fair1m": _fair1m_parts,
                 "bdd100k_mot": _bdd100k_parts, "mot17": _mot17_parts}
-    out, spec = Path(out), SIZES[size].limited(limit)
+    out, spec = Path(out), (size if isinstance(size, WorldSize) else SIZES[size]).limited(limit)
     parts = [part for name in names for part in planners[name](out / name, spec, seed)]
     if jobs > 1 and len(parts) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
