@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "harness.commands.report",
     "harness.commands.compare",
     "harness.commands.claims",
+    "harness.commands.plan",
 ]
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130

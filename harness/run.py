@@ -52,6 +52,7 @@ class ClaimsRun:
     worker_index: int = 0  # xdist worker number: workers start on different models
     record: Callable[[str, Any], None] = lambda key, value: None  # run information for the report
     _backbones: dict = field(default_factory=dict)
+    _scratch: Any = None
 
     @classmethod
     def from_options(cls, options, worker_index: int = 0,
@@ -128,9 +129,25 @@ class ClaimsRun:
         return EmbeddingStore(self.cache_dir / "embeddings")
 
     def embed(self, backbone, view, layers):
+        """{layer: [N, h, w, D] fp16}: the layers the store keeps of this view
+        (`views.paper.persisted_layers`) from the store, built once; any other layer
+        extracted transiently (`transient_embed`), so the store stays bounded."""
         from harness.extract import embeddings
+        from harness.views.paper import persisted_layers
 
-        return embeddings(backbone, view, self.store(), layers=list(layers), progress=False)
+        kept = set(persisted_layers(view, backbone.depth))
+        stored, other = [layer for layer in layers if layer in kept], [layer for layer in layers if layer not in kept]
+        arrays = embeddings(backbone, view, self.store(), layers=stored, progress=False) if stored else {}
+        return arrays | (self.transient_embed(backbone, view, other) if other else {})
+
+    def transient_embed(self, backbone, view, layers, tiles=None):
+        """{layer: [n, h, w, D] fp16} of the view's (selected) images in scratch under
+        <cache-dir>/scratch, never persisted: the space returns when the arrays are dropped."""
+        if self._scratch is None:
+            from harness.scratch import Scratch
+
+            self._scratch = Scratch(self.cache_dir / "scratch")
+        return self._scratch.embed(backbone, view, layers, tiles)
 
     def measure(self, section: str, models: Sequence[str], build_views: Callable[[Any], tuple[Any, list[str]]],
                 per_model: Callable[[str, Any, Any], list[Measurement]]) -> Measurements:
@@ -182,7 +199,8 @@ class ClaimsRun:
         def per_model(model, backbone, views):
             return segmentation_measurements(model, backbone, views, self.embed, self.profile,
                                              seed=config.seed_for("probe"), with_layers=full,
-                                             with_corruptions=full, with_variance=full)
+                                             with_corruptions=full, with_variance=full,
+                                             transient=self.transient_embed)
 
         seed_tag = f"/train-seed-{train_seed}" if train_seed else ""
         return self.measure(f"segmentation/{dataset}/{'full' if full else 'last-layer'}{seed_tag}",

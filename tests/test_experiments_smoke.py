@@ -132,11 +132,12 @@ def test_every_experiment_end_to_end_on_the_synthetic_world(synthetic_world, tmp
     assert "middle Cityscapes train subset" in conventions(PROFILE)["top_m_sets"]
 
 
-def test_views_to_extract_covers_what_the_experiments_read(synthetic_world):
+def test_views_to_extract_lists_what_the_store_keeps(synthetic_world):
+    """The bounded store: the last layer of the clean views; the layer sweep's other layers,
+    the corrupted and transformed copies and video frames are extracted transiently."""
     extract = views_to_extract(PROFILES["smoke"], "cityscapes", synthetic_world / "cityscapes", depth=12)
-    assert len(extract) == 2 + 8  # train, val, and 4 corruption kinds x 2 levels (band noise twice)
-    assert [layers for _, layers in extract[:2]] == [list(range(1, 13))] * 2
-    with pytest.raises(ValueError, match="patch_size"):
-        views_to_extract(PROFILE, "mot17", synthetic_world / "mot17", depth=12)
-    videos = views_to_extract(PROFILE, "mot17", synthetic_world / "mot17", depth=12, patch_size=14)
-    assert [v.size for v, _ in videos] == [(112, 196)]
+    seg, _ = segmentation_views(PROFILES["smoke"], "cityscapes", synthetic_world / "cityscapes", True)
+    assert [(view.key, layers) for view, layers in extract] == [(seg.train.key, [12]), (seg.val.key, [12])]
+    fair1m = views_to_extract(PROFILE, "fair1m", synthetic_world / "fair1m", depth=12)
+    assert [view.transform for view, _ in fair1m] == [None]
+    assert views_to_extract(PROFILE, "mot17", synthetic_world / "mot17", depth=12, patch_size=14) == []

@@ -229,3 +229,72 @@ def test_synth_on_a_full_disk_leaves_only_whole_files(tmp_path, kind, capsys, re
         for image in (p for p in files if p.suffix == ".tif"):
             with Image.open(image) as opened:
                 opened.load()  # a cut TIFF would fail here
+
+
+# ------------------------------------------------------------------------ the paper's scale
+def test_paper_world_has_the_papers_counts():
+    """What `harness synth --scale paper` writes in full: the counts the paper profile draws
+    from (the largest Cityscapes train subset and the val subset exactly, room to spare
+    elsewhere), at the datasets' own image sizes."""
+    from harness.data.synthetic import PAPER_WORLD
+    from harness.profiles import PROFILES
+
+    paper = PROFILES["paper"]
+    assert (len(PAPER_WORLD.city_train), len(PAPER_WORLD.city_val)) == (18, 3)
+    assert PAPER_WORLD.city_train_per_city == max(paper.cityscapes_train_per_city)
+    assert PAPER_WORLD.city_val_per_city == paper.cityscapes_val_per_city
+    assert PAPER_WORLD.ade_val == paper.ade20k_val_images and PAPER_WORLD.ade_train >= 150 * paper.ade20k_train_per_class
+    assert PAPER_WORLD.fair1m_per_category >= paper.fair1m_per_category
+    assert PAPER_WORLD.bdd_videos * PAPER_WORLD.frames == 40_000
+    assert sum(q.frames for q in PAPER_WORLD.mot_sequences) == 5316  # MOT17's seven train sequences
+
+
+def test_a_slice_of_the_paper_world_at_the_papers_sizes(tmp_path):
+    world = write_world(tmp_path, seed=0, size="paper", limit=3, names=("cityscapes", "fair1m", "bdd100k_mot", "mot17"),
+                        jobs=2)
+    train = open_dataset("cityscapes", world / "cityscapes", "train")
+    val = open_dataset("cityscapes", world / "cityscapes", "val")
+    assert (len(train.cities), len(train), len(val.cities), len(val)) == (18, 54, 3, 9)
+    assert val[0].image.shape == (1024, 2048, 3)
+    fair1m = open_dataset("fair1m", world / "fair1m", "train")
+    assert len(fair1m) == 3 and fair1m.image(0).shape == (2000, 2000, 3)
+    # a slice's image holds the objects it holds in the whole world: 370 objects over 6 images
+    assert len(fair1m.label(0).objects) == 62
+    bdd = open_dataset("bdd100k_mot", world / "bdd100k_mot", "val")
+    assert len(bdd.videos) == 3 and {bdd[i].image.shape for i in range(len(bdd))} == {(720, 1280, 3)}
+    mot = open_dataset("mot17", world / "mot17", "train")
+    from harness.views.frames import frame_rate
+
+    assert mot.videos == ["MOT17-02-FRCNN", "MOT17-04-FRCNN", "MOT17-05-FRCNN"]
+    assert [frame_rate(mot, v) for v in mot.videos] == [30.0, 30.0, 14.0]
+    assert mot.read(mot.frames_of("MOT17-05-FRCNN")[0]).image.shape == (480, 640, 3)
+    assert len(mot.frames_of("MOT17-02-FRCNN")) == 3
+
+
+def test_the_world_does_not_depend_on_the_number_of_writers(tmp_path):
+    names = ("ade20k", "mot17")
+    one = write_world(tmp_path / "one", seed=0, size="paper", limit=2, names=names, jobs=1)
+    two = write_world(tmp_path / "two", seed=0, size="paper", limit=2, names=names, jobs=2)
+    assert {n: _digest(one / n) for n in names} == {n: _digest(two / n) for n in names}
+
+
+def test_paper_ade20k_images_show_every_class_in_turn(tmp_path):
+    """At paper scale each image adds an object of the next class, so the 4-per-class train
+    subset can fill all 150 classes."""
+    from harness.data.synthetic import PAPER_WORLD
+
+    world = write_world(tmp_path, seed=0, size="paper", limit=3, names=("ade20k",))
+    train = open_dataset("ade20k", world / "ade20k", "train")
+    for k in range(3):
+        sample = train[k]
+        h, w = sample.image.shape[:2]
+        assert PAPER_WORLD.ade_height[0] <= h < PAPER_WORLD.ade_height[1]
+        assert PAPER_WORLD.ade_width[0] <= w < PAPER_WORLD.ade_width[1]
+        assert (sample.labels == k).mean() > 0.01  # class k (mask value k + 1)
+
+
+def test_synth_command_writes_a_paper_slice(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--scale", "paper", "--limit", "1", "--datasets", "mot17"]) == 0
+    assert "paper scale, limit 1" in capsys.readouterr().out
+    mot = open_dataset("mot17", tmp_path / "mot17", "train")
+    assert mot.videos == ["MOT17-02-FRCNN"] and mot[0].image.shape == (1080, 1920, 3)

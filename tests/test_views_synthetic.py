@@ -85,7 +85,9 @@ def test_video_views_group_videos_by_frame_size_and_record_the_resolution(synthe
     recorded = {}
     views, keys = video_views(PROFILES["paper"], "mot17", synthetic_world / "mot17", patch_size=14,
                               record=recorded.__setitem__)
-    assert len(views) == 1 and keys == [views[0].key]  # both synthetic sequences are 960x540
+    # one view per video (extracted transiently, one at a time); both synthetic sequences are 960x540
+    assert [v.video_ids for v in views] == [["MOT17-02-FRCNN"], ["MOT17-04-FRCNN"]]
+    assert keys == [v.key for v in views] and {v.size for v in views} == {(336, 602)}
     sizes = recorded["mot17/frame-sizes/patch-14"]
     assert sizes == [{"source_hw": [540, 960], "model_input_hw": [336, 602], "videos": 2, "fps": [30.0]}]
     other, _ = video_views(PROFILES["paper"], "mot17", synthetic_world / "mot17", patch_size=16)

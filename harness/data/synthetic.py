@@ -1,7 +1,9 @@
-"""A small synthetic world written in the five native layouts, read by the real readers.
+"""A synthetic world written in the five native layouts, read by the real readers.
 
 `write_world(out, seed)` writes `out/<name>/` for every name in DATASET_NAMES in a few
-seconds. Images carry structure a ViT can use: each class is a region of its own colour and
+seconds (size 'smoke'); `write_world(out, seed, size="paper", limit=N, jobs=J)` writes the
+paper's image sizes and counts (PAPER_WORLD), or a slice of them, so that `harness plan`
+can be checked against a measured run. Images carry structure a ViT can use: each class is a region of its own colour and
 texture (stripes at a class-specific angle and period over a smooth base), street scenes are
 laid out like street scenes, aerial objects are rotated boxes textured by fine category with
 colours shared within a supercategory, and tracked objects move smoothly with a texture of
@@ -14,11 +16,13 @@ a world killed half way (SIGKILL, a full disk) is never taken for a whole one.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,15 @@ TEXTURE = 64  # texture tile side; class textures repeat with this period
 
 
 @dataclass(frozen=True)
+class MotSequence:
+    name: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+
+
+@dataclass(frozen=True)
 class WorldSize:
     city_train: tuple[str, ...] = ("aachen", "bochum", "bremen")
     city_val: tuple[str, ...] = ("frankfurt",)
@@ -43,30 +56,87 @@ class WorldSize:
     city_val_per_city: int = 3
     ade_train: int = 20
     ade_val: int = 8
+    ade_height: tuple[int, int] = (300, 520)  # range of image heights (ADE20K's sizes vary)
+    ade_width: tuple[int, int] = (400, 700)
+    ade_every_class: bool = False  # one more object per image, cycling through all 150 classes
     fair1m_train: int = 8
     fair1m_val: int = 2
     fair1m_per_category: int = 3  # train objects of each fine category
+    fair1m_size: int = 1000  # side of the (square) aerial images
+    fair1m_written: int | None = None  # a slice: only the first train images (None: all)
     bdd_videos: int = 2
-    mot_sequences: tuple[str, ...] = ("MOT17-02-FRCNN", "MOT17-04-FRCNN")
-    frames: int = 40
+    mot_sequences: tuple[MotSequence, ...] = (MotSequence("MOT17-02-FRCNN", 40, 960, 540, 30),
+                                              MotSequence("MOT17-04-FRCNN", 40, 960, 540, 30))
+    frames: int = 40  # frames per BDD100K video
+
+    def limited(self, limit: int | None) -> WorldSize:
+        """A slice: at most `limit` images per city and split, ADE20K images per split,
+        FAIR1M images, videos, sequences and frames per video or sequence (sizes kept)."""
+        if limit is None:
+            return self
+        if limit < 1:
+            raise ValueError(f"limit must be a positive number, got {limit}")
+        cap = functools.partial(min, limit)
+        return replace(
+            self, city_train_per_city=cap(self.city_train_per_city), city_val_per_city=cap(self.city_val_per_city),
+            ade_train=cap(self.ade_train), ade_val=cap(self.ade_val), fair1m_written=cap(self.fair1m_train),
+            fair1m_val=cap(self.fair1m_val), bdd_videos=cap(self.bdd_videos), frames=cap(self.frames),
+            mot_sequences=tuple(replace(q, frames=cap(q.frames)) for q in self.mot_sequences[:limit]))
 
 
-SIZES = {"smoke": WorldSize()}
+# The paper's scale (shared/CLAIMS.md "Setup"; the datasets' own sizes): Cityscapes' 18 train
+# and 3 val cities at 1024x2048, 8 train images per city (the largest subset) and 10 val;
+# ADE20K images of its typical sizes, enough to fill 4 train images for each of the 150
+# classes, and 300 val; FAIR1M aerial images of 2000 px holding 10 objects of each of the
+# 37 fine categories (the claims take 8); BDD100K MOT val's 200 videos of 200 frames
+# (40 s at 5 fps) at 1280x720; MOT17's seven train sequences with their lengths, sizes and
+# frame rates.
+PAPER_WORLD = WorldSize(
+    city_train=("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt", "hamburg",
+                "hanover", "jena", "krefeld", "monchengladbach", "strasbourg", "stuttgart", "tubingen", "ulm",
+                "weimar", "zurich"),
+    city_val=("frankfurt", "lindau", "munster"),
+    city_train_per_city=8, city_val_per_city=10,
+    ade_train=900, ade_val=300, ade_height=(384, 768), ade_width=(512, 1024), ade_every_class=True,
+    fair1m_train=6, fair1m_val=2, fair1m_per_category=10, fair1m_size=2000,
+    bdd_videos=200, frames=200,
+    mot_sequences=(MotSequence("MOT17-02-FRCNN", 600, 1920, 1080, 30), MotSequence("MOT17-04-FRCNN", 1050, 1920, 1080, 30),
+                   MotSequence("MOT17-05-FRCNN", 837, 640, 480, 14), MotSequence("MOT17-09-FRCNN", 525, 1920, 1080, 30),
+                   MotSequence("MOT17-10-FRCNN", 654, 1920, 1080, 30), MotSequence("MOT17-11-FRCNN", 900, 1920, 1080, 30),
+                   MotSequence("MOT17-13-FRCNN", 750, 1920, 1080, 25)),
+)
+SIZES = {"smoke": WorldSize(), "paper": PAPER_WORLD}
 
 
-def write_world(out: str | Path, seed: int = 0, size: str = "smoke", names: Sequence[str] = DATASET_NAMES) -> Path:
-    """Write the synthetic world (or only the datasets in `names`) under `out`; returns `out`."""
-    if size not in SIZES:
+def write_world(out: str | Path, seed: int = 0, size: str | WorldSize = "smoke", names: Sequence[str] = DATASET_NAMES,
+                limit: int | None = None, jobs: int = 1) -> Path:
+    """Write the synthetic world (or only the datasets in `names`) under `out`; returns `out`.
+    `size`: 'smoke' (seconds), 'paper' (the paper's sizes and counts: large, see
+    PAPER_WORLD) or a WorldSize; `limit` keeps a slice of it (WorldSize.limited); `jobs` > 1
+    writes independent parts (a city, a video, ...) in that many processes. The bytes
+    written do not depend on `jobs`."""
+    if not isinstance(size, WorldSize) and size not in SIZES:
         raise ValueError(f"unknown world size {size!r}; expected one of {tuple(SIZES)}")
     unknown = set(names) - set(DATASET_NAMES)
     if unknown:
         raise ValueError(f"unknown dataset(s) {sorted(unknown)}; expected names from {DATASET_NAMES}")
-    writers = {"cityscapes": write_cityscapes, "ade20k": write_ade20k, "fair1m": write_fair1m,
-               "bdd100k_mot": write_bdd100k, "mot17": write_mot17}
-    out, spec = Path(out), SIZES[size]
-    for name in names:
-        writers[name](out / name, spec, seed)
+    planners = {"cityscapes": _cityscapes_parts, "ade20k": _ade20k_parts, "fair1m": _fair1m_parts,
+                "bdd100k_mot": _bdd100k_parts, "mot17": _mot17_parts}
+    out, spec = Path(out), (size if isinstance(size, WorldSize) else SIZES[size]).limited(limit)
+    parts = [part for name in names for part in planners[name](out / name, spec, seed)]
+    if jobs > 1 and len(parts) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for done in pool.map(_write_part, parts):
+                del done
+    else:
+        for part in parts:
+            _write_part(part)
     return out
+
+
+def _write_part(part: tuple) -> None:
+    writer, *args = part
+    writer(*args)
 
 
 COMPLETE_MARKER = ".complete"
@@ -216,17 +286,22 @@ def _street_objects(draw: ImageDraw.ImageDraw, rng: np.random.Generator, width: 
             draw.rectangle([box[0] - h * 0.2, bottom - h * 0.4, box[2] + h * 0.2, bottom + h * 0.1], fill=33)
 
 
-def write_cityscapes(root: Path, spec: WorldSize, seed: int) -> None:
+def _cityscapes_parts(root: Path, spec: WorldSize, seed: int) -> list[tuple]:
+    return [(_write_city, root, split, city, n, seed)
+            for split, cities, n in (("train", spec.city_train, spec.city_train_per_city),
+                                     ("val", spec.city_val, spec.city_val_per_city))
+            for city in cities]
+
+
+def _write_city(root: Path, split: str, city: str, n: int, seed: int) -> None:
     bank = _bank(34, _rng(seed, "cityscapes", "textures"))
-    for split, cities, n in (("train", spec.city_train, spec.city_train_per_city), ("val", spec.city_val, spec.city_val_per_city)):
-        for city in cities:
-            for frame in range(n):
-                rng = _rng(seed, "cityscapes", split, city, frame)
-                labels = _street_labels(rng, 1024, 2048)
-                image = _shade(_paint(labels, bank), rng)
-                stem = f"{city}_{frame:06d}_{19 + frame:06d}"
-                _save_png(image, root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-                _save_png(labels, root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
+    for frame in range(n):
+        rng = _rng(seed, "cityscapes", split, city, frame)
+        labels = _street_labels(rng, 1024, 2048)
+        image = _shade(_paint(labels, bank), rng)
+        stem = f"{city}_{frame:06d}_{19 + frame:06d}"
+        _save_png(image, root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
+        _save_png(labels, root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png")
 
 
 def _shade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -242,8 +317,9 @@ _ADE_OUTDOOR = ("sky", "building", "road", "tree", "grass", "sidewalk", "person"
                 "plant", "fence", "signboard", "streetlight", "bus", "pole", "bicycle")
 
 
-def _ade_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """An ADE mask (0 = other, 1..150): a backdrop of three stuff regions and some objects."""
+def _ade_labels(rng: np.random.Generator, height: int, width: int, extra: int | None = None) -> np.ndarray:
+    """An ADE mask (0 = other, 1..150): a backdrop of three stuff regions and some objects;
+    with `extra` (a class index) one more object of that class, drawn last."""
     value = {name: ADE_CLASSES.index(name) + 1 for name in ADE_CLASSES}
     indoor = rng.random() < 0.5
     top, middle, bottom = ("ceiling", "wall", "floor") if indoor else ("sky", rng.choice(["building", "mountain"]), rng.choice(["road", "grass"]))
@@ -260,20 +336,33 @@ def _ade_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     if rng.random() < 0.6:  # an unlabeled ("other") object
         x0, y0 = rng.uniform(0, 0.8) * width, rng.uniform(0.3, 0.8) * height
         draw.rectangle([x0, y0, x0 + 0.12 * width, y0 + 0.12 * height], fill=0)
+    if extra is not None:
+        w, h = rng.uniform(0.15, 0.3) * width, rng.uniform(0.15, 0.3) * height
+        x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        draw.rectangle([x0, y0, x0 + w, y0 + h], fill=int(extra) + 1)
     return np.asarray(canvas)
 
 
-def write_ade20k(root: Path, spec: WorldSize, seed: int) -> None:
+ADE_PART = 100  # images per part written in one process
+
+
+def _ade20k_parts(root: Path, spec: WorldSize, seed: int) -> list[tuple]:
+    return [(_write_ade_images, root, split, first, min(first + ADE_PART - 1, n), spec, seed)
+            for split, n in (("train", spec.ade_train), ("val", spec.ade_val))
+            for first in range(1, n + 1, ADE_PART)]
+
+
+def _write_ade_images(root: Path, split: str, first: int, last: int, spec: WorldSize, seed: int) -> None:
     bank = _bank(151, _rng(seed, "ade20k", "textures"))
     base = root / "ADEChallengeData2016"
-    for split, folder, prefix, n in (("train", "training", "ADE_train", spec.ade_train), ("val", "validation", "ADE_val", spec.ade_val)):
-        for k in range(1, n + 1):
-            rng = _rng(seed, "ade20k", split, k)
-            height, width = int(rng.integers(300, 520)), int(rng.integers(400, 700))
-            labels = _ade_labels(rng, height, width)
-            image = _shade(_paint(labels, bank), rng)
-            _save_image(image, base / "images" / folder / f"{prefix}_{k:08d}.jpg", quality=92)
-            _save_png(labels, base / "annotations" / folder / f"{prefix}_{k:08d}.png")
+    folder, prefix = {"train": ("training", "ADE_train"), "val": ("validation", "ADE_val")}[split]
+    for k in range(first, last + 1):
+        rng = _rng(seed, "ade20k", split, k)
+        height, width = int(rng.integers(*spec.ade_height)), int(rng.integers(*spec.ade_width))
+        labels = _ade_labels(rng, height, width, (k - 1) % len(ADE_CLASSES) if spec.ade_every_class else None)
+        image = _shade(_paint(labels, bank), rng)
+        _save_image(image, base / "images" / folder / f"{prefix}_{k:08d}.jpg", quality=92)
+        _save_png(labels, base / "annotations" / folder / f"{prefix}_{k:08d}.png")
 
 
 # ---------------------------------------------------------------------------- FAIR1M
@@ -337,38 +426,46 @@ def _aerial_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(base + rng.normal(0, 6, (size, size, 1)), 0, 255).astype(np.uint8)
 
 
-def write_fair1m(root: Path, spec: WorldSize, seed: int) -> None:
-    bank = _fair1m_bank(_rng(seed, "fair1m", "textures"))
+def _fair1m_parts(root: Path, spec: WorldSize, seed: int) -> list[tuple]:
     # one object near the centre of a 250 px cell: a 224 px tile centred on any object never
     # overlaps the tile of another, so every object can have a tile of its own
-    size, cell = 1000, 250
     train_categories = np.repeat(np.arange(len(FAIR1M_CLASSES)), spec.fair1m_per_category)
     _rng(seed, "fair1m", "assign").shuffle(train_categories)
-    plans = {("train", k): train_categories[k :: spec.fair1m_train] for k in range(spec.fair1m_train)}
+    written = spec.fair1m_train if spec.fair1m_written is None else spec.fair1m_written
+    # a slice's images hold the objects they hold in the whole world
+    plans = {("train", k): train_categories[k::spec.fair1m_train] for k in range(written)}
     for k in range(spec.fair1m_val):
         plans[("val", k)] = _rng(seed, "fair1m", "val", k).choice(len(FAIR1M_CLASSES), 12, replace=False)
-    for (split, k), categories in plans.items():
-        rng = _rng(seed, "fair1m", split, k)
-        image = _aerial_background(rng, size)
-        class_map = Image.new("L", (size, size), 0)
-        draw = ImageDraw.Draw(class_map)
-        cells = rng.choice((size // cell) ** 2, len(categories), replace=False)
-        xml_objects = []
-        for category, c in zip(categories, cells, strict=True):
-            low, high, ratio = _FAIR1M_SHAPES[SUPER_OF[FAIR1M_CLASSES[category]]]
-            length = rng.uniform(low, high)
-            cx, cy = (c % (size // cell) + 0.5) * cell + rng.uniform(-5, 5), (c // (size // cell) + 0.5) * cell + rng.uniform(-5, 5)
-            corners = _rotated_box(cx, cy, length, length * ratio, rng.uniform(0, np.pi))
-            draw.polygon([tuple(p) for p in corners.tolist()], fill=int(category) + 1)
-            points = "".join(f"\t\t\t\t<point>{x:.6f},{y:.6f}</point>\n" for x, y in np.vstack([corners, corners[:1]]).tolist())
-            xml_objects.append(_FAIR1M_OBJECT.format(name=FAIR1M_CLASSES[category], points=points))
-        owner = np.asarray(class_map)
-        painted = _paint(np.maximum(owner.astype(np.int64) - 1, 0), bank)
-        image = np.where(owner[..., None] > 0, painted, image)
-        split_dir = root / ("train/part1" if split == "train" else "validation")
-        _save_image(image, split_dir / "images" / f"{k}.tif")
-        xml = _FAIR1M_XML.format(name=k, width=size, height=size, objects="".join(xml_objects))
-        _save_text(xml, split_dir / "labelXml" / f"{k}.xml")
+    return [(_write_fair1m_image, root, split, k, categories, spec.fair1m_size, seed)
+            for (split, k), categories in plans.items()]
+
+
+def _write_fair1m_image(root: Path, split: str, k: int, categories: np.ndarray, size: int, seed: int) -> None:
+    bank = _fair1m_bank(_rng(seed, "fair1m", "textures"))
+    cell = 250
+    if len(categories) > (size // cell) ** 2:
+        raise ValueError(f"{len(categories)} objects do not fit a {size} px image's {(size // cell) ** 2} cells")
+    rng = _rng(seed, "fair1m", split, k)
+    image = _aerial_background(rng, size)
+    class_map = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(class_map)
+    cells = rng.choice((size // cell) ** 2, len(categories), replace=False)
+    xml_objects = []
+    for category, c in zip(categories, cells, strict=True):
+        low, high, ratio = _FAIR1M_SHAPES[SUPER_OF[FAIR1M_CLASSES[category]]]
+        length = rng.uniform(low, high)
+        cx, cy = (c % (size // cell) + 0.5) * cell + rng.uniform(-5, 5), (c // (size // cell) + 0.5) * cell + rng.uniform(-5, 5)
+        corners = _rotated_box(cx, cy, length, length * ratio, rng.uniform(0, np.pi))
+        draw.polygon([tuple(p) for p in corners.tolist()], fill=int(category) + 1)
+        points = "".join(f"\t\t\t\t<point>{x:.6f},{y:.6f}</point>\n" for x, y in np.vstack([corners, corners[:1]]).tolist())
+        xml_objects.append(_FAIR1M_OBJECT.format(name=FAIR1M_CLASSES[category], points=points))
+    owner = np.asarray(class_map)
+    painted = _paint(np.maximum(owner.astype(np.int64) - 1, 0), bank)
+    image = np.where(owner[..., None] > 0, painted, image)
+    split_dir = root / ("train/part1" if split == "train" else "validation")
+    _save_image(image, split_dir / "images" / f"{k}.tif")
+    xml = _FAIR1M_XML.format(name=k, width=size, height=size, objects="".join(xml_objects))
+    _save_text(xml, split_dir / "labelXml" / f"{k}.xml")
 
 
 # ---------------------------------------------------------------------------- videos
@@ -388,10 +485,10 @@ class _Track:
         return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
 
-def _render(background: np.ndarray, tracks: list[_Track], t: int, pan: int) -> tuple[np.ndarray, list]:
-    """One frame: the background panned by `pan` px and the tracks drawn far to near.
-    Returns the frame and (track, box clipped to the frame, truncated) for visible tracks."""
-    height, width = background.shape[0], background.shape[1] - pan - 1
+def _render(background: np.ndarray, tracks: list[_Track], t: int, pan: int, width: int) -> tuple[np.ndarray, list]:
+    """One `width`-wide frame: the background panned by `pan` px and the tracks drawn far to
+    near. Returns the frame and (track, box clipped to the frame, truncated) for visible tracks."""
+    height = background.shape[0]
     frame = background[:, pan : pan + width].copy()
     visible = []
     for track in sorted(tracks, key=lambda tr: tr.box(t)[3]):
@@ -426,68 +523,78 @@ _BDD_SIZES = {"pedestrian": (40, 100), "rider": (45, 105), "car": (170, 110), "t
               "other vehicle": (150, 120), "crowd": (200, 120)}
 
 
-def write_bdd100k(root: Path, spec: WorldSize, seed: int) -> None:
-    width, height, pan_speed = 1280, 720, 2
+BDD_SIZE = (1280, 720)  # W x H of BDD100K frames
+BDD_PAN = 2  # px per frame the camera pans
+
+
+def _bdd100k_parts(root: Path, spec: WorldSize, seed: int) -> list[tuple]:
+    return [(_write_bdd_video, root, v, spec.frames, seed) for v in range(spec.bdd_videos)]
+
+
+def _write_bdd_video(root: Path, v: int, frames: int, seed: int) -> None:
+    width, height = BDD_SIZE
     rng_colours = _rng(seed, "bdd100k", "colours")
     colours = {c: _hsv(i / len(_BDD_SIZES), 0.6, 0.8) + rng_colours.uniform(-10, 10, 3) for i, c in enumerate(_BDD_SIZES)}
     street_bank = _bank(34, _rng(seed, "bdd100k", "textures"))
     label_dir = root / "labels" / "box_track_20" / "val"
     label_dir.mkdir(parents=True, exist_ok=True)
-    next_id = 1
-    for v in range(spec.bdd_videos):
-        rng = _rng(seed, "bdd100k", v)
-        video = f"{rng.integers(16**8):08x}-{rng.integers(16**8):08x}"
-        backdrop_w = width + pan_speed * spec.frames + 1
-        background = _paint(_street_labels(rng, height, backdrop_w, objects=False), street_bank)
-        categories = ["car", "car", "car", "pedestrian", "pedestrian", "truck", "bus", "rider", "bicycle", "motorcycle"]
-        tracks = _tracks(rng, categories + ["other vehicle", "crowd"], width, height, next_id, colours, _BDD_SIZES, spec.frames)
-        next_id += len(tracks)
-        frames_json = []
-        image_dir = root / "images" / "track" / "val" / video
-        image_dir.mkdir(parents=True, exist_ok=True)
-        for t in range(spec.frames):
-            frame, visible = _render(background, tracks, t, pan_speed * t)
-            name = f"{video}-{t + 1:07d}.jpg"
-            _save_image(frame, image_dir / name, quality=90)
-            labels = [{
-                "id": f"{track.track_id:08d}",
-                "category": "car" if track.category == "crowd" else track.category,
-                "attributes": {"occluded": False, "truncated": truncated, "crowd": track.category == "crowd"},
-                "box2d": {"x1": box[0], "x2": box[2] - 1, "y1": box[1], "y2": box[3] - 1},
-            } for track, box, truncated in visible]
-            frames_json.append({"name": name, "videoName": video, "frameIndex": t, "labels": labels})
-        _save_text(json.dumps(frames_json), label_dir / f"{video}.json")
+    categories = ["car", "car", "car", "pedestrian", "pedestrian", "truck", "bus", "rider", "bicycle", "motorcycle",
+                  "other vehicle", "crowd"]
+    rng = _rng(seed, "bdd100k", v)
+    video = f"{rng.integers(16**8):08x}-{rng.integers(16**8):08x}"
+    background = _paint(_street_labels(rng, height, width + BDD_PAN * frames + 1, objects=False), street_bank)
+    # track ids run on across videos, as in the label files
+    tracks = _tracks(rng, categories, width, height, 1 + v * len(categories), colours, _BDD_SIZES, frames)
+    frames_json = []
+    image_dir = root / "images" / "track" / "val" / video
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for t in range(frames):
+        frame, visible = _render(background, tracks, t, BDD_PAN * t, width)
+        name = f"{video}-{t + 1:07d}.jpg"
+        _save_image(frame, image_dir / name, quality=90)
+        labels = [{
+            "id": f"{track.track_id:08d}",
+            "category": "car" if track.category == "crowd" else track.category,
+            "attributes": {"occluded": False, "truncated": truncated, "crowd": track.category == "crowd"},
+            "box2d": {"x1": box[0], "x2": box[2] - 1, "y1": box[1], "y2": box[3] - 1},
+        } for track, box, truncated in visible]
+        frames_json.append({"name": name, "videoName": video, "frameIndex": t, "labels": labels})
+    _save_text(json.dumps(frames_json), label_dir / f"{video}.json")
 
 
-def write_mot17(root: Path, spec: WorldSize, seed: int) -> None:
-    width, height = 960, 540
+def _mot17_parts(root: Path, spec: WorldSize, seed: int) -> list[tuple]:
+    return [(_write_mot_sequence, root, sequence, seed) for sequence in spec.mot_sequences]
+
+
+def _write_mot_sequence(root: Path, sequence: MotSequence, seed: int) -> None:
+    width, height, frames = sequence.width, sequence.height, sequence.frames
     street_bank = _bank(34, _rng(seed, "mot17", "textures"))
-    sizes = {"pedestrian": (40, 110), "static": (40, 105), "car": (160, 100)}
-    for sequence in spec.mot_sequences:
-        rng = _rng(seed, "mot17", sequence)
-        colours = {c: _hsv(rng.random(), 0.6, 0.75) for c in sizes}
-        background = _paint(_street_labels(rng, height, width + 1, objects=False), street_bank)
-        categories = ["pedestrian"] * 7 + ["static", "car"]
-        tracks = _tracks(rng, categories, width, height, 1, colours, sizes, spec.frames)
-        tracks[-2].velocity[:] = 0  # a static person (class 7) and a parked car (class 3)
-        tracks[-1].velocity[:] = 0
-        seq_dir = root / "MOT17" / "train" / sequence
-        (seq_dir / "img1").mkdir(parents=True, exist_ok=True)
-        (seq_dir / "gt").mkdir(parents=True, exist_ok=True)
-        rows = []
-        for t in range(spec.frames):
-            frame, visible = _render(background, tracks, t, 0)
-            _save_image(frame, seq_dir / "img1" / f"{t + 1:06d}.jpg", quality=90)
-            for track, box, _ in visible:
-                mot_class, flag = {"pedestrian": (1, 1), "static": (7, 0), "car": (3, 0)}[track.category]
-                if track.track_id == 1 and t >= spec.frames // 2:
-                    flag = 0  # an ignored stretch of a pedestrian track (flag 0 is not ground truth)
-                x, y, w, h = box[0] + 1, box[1] + 1, box[2] - box[0], box[3] - box[1]
-                rows.append((track.track_id, t + 1, f"{t + 1},{track.track_id},{x:g},{y:g},{w:g},{h:g},{flag},{mot_class},1"))
-        rows.sort()  # sorted by id, then frame, like the real files
-        _save_text("".join(r[2] + "\n" for r in rows), seq_dir / "gt" / "gt.txt")
-        _save_text(
-            f"[Sequence]\nname={sequence}\nimDir=img1\nframeRate=30\nseqLength={spec.frames}\n"
-            f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n\n",
-            seq_dir / "seqinfo.ini",
-        )
+    scale = height / 540  # people and cars keep their share of the frame
+    sizes = {"pedestrian": (40 * scale, 110 * scale), "static": (40 * scale, 105 * scale), "car": (160 * scale, 100 * scale)}
+    rng = _rng(seed, "mot17", sequence.name)
+    colours = {c: _hsv(rng.random(), 0.6, 0.75) for c in sizes}
+    background = _paint(_street_labels(rng, height, width + 1, objects=False), street_bank)
+    categories = ["pedestrian"] * 7 + ["static", "car"]
+    tracks = _tracks(rng, categories, width, height, 1, colours, sizes, frames)
+    tracks[-2].velocity[:] = 0  # a static person (class 7) and a parked car (class 3)
+    tracks[-1].velocity[:] = 0
+    seq_dir = root / "MOT17" / "train" / sequence.name
+    (seq_dir / "img1").mkdir(parents=True, exist_ok=True)
+    (seq_dir / "gt").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for t in range(frames):
+        frame, visible = _render(background, tracks, t, 0, width)
+        _save_image(frame, seq_dir / "img1" / f"{t + 1:06d}.jpg", quality=90)
+        for track, box, _ in visible:
+            mot_class, flag = {"pedestrian": (1, 1), "static": (7, 0), "car": (3, 0)}[track.category]
+            if track.track_id == 1 and t >= frames // 2:
+                flag = 0  # an ignored stretch of a pedestrian track (flag 0 is not ground truth)
+            x, y, w, h = box[0] + 1, box[1] + 1, box[2] - box[0], box[3] - box[1]
+            rows.append((track.track_id, t + 1, f"{t + 1},{track.track_id},{x:g},{y:g},{w:g},{h:g},{flag},{mot_class},1"))
+    rows.sort()  # sorted by id, then frame, like the real files
+    _save_text("".join(r[2] + "\n" for r in rows), seq_dir / "gt" / "gt.txt")
+    _save_text(
+        f"[Sequence]\nname={sequence.name}\nimDir=img1\nframeRate={sequence.fps:g}\nseqLength={frames}\n"
+        f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n\n",
+        seq_dir / "seqinfo.ini",
+    )

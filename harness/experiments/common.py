@@ -16,6 +16,13 @@ class Embed(Protocol):
     def __call__(self, backbone, view, layers: Sequence[int]) -> dict[int, np.ndarray]: ...
 
 
+class TransientEmbed(Protocol):
+    """Like Embed, for embeddings read once (see harness.scratch): only the images where the
+    boolean mask `tiles` is set (all when None), and never kept by the store."""
+
+    def __call__(self, backbone, view, layers: Sequence[int], tiles: np.ndarray | None) -> dict[int, np.ndarray]: ...
+
+
 def flat_patches(features: np.ndarray, keep_tiles: np.ndarray | None = None) -> np.ndarray:
     """[N, h, w, D] (fp16 memmap) -> float32 [N*h*w, D] of the selected tiles."""
     if keep_tiles is not None:

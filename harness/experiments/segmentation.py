@@ -45,9 +45,16 @@ import numpy as np
 
 from harness import analyses, probes
 from harness.config import seed_for
-from harness.experiments.common import Embed, flat_patches, patch_variances, per_patch
+from harness.experiments.common import (
+    Embed,
+    TransientEmbed,
+    flat_patches,
+    patch_variances,
+    per_patch,
+)
 from harness.measurements import Measurement
 from harness.profiles import Profile, paper_linear, scaled_m
+from harness.scratch import SCRATCH_BUDGET_BYTES, layer_groups, scratch_bytes
 from harness.views import IGNORE, SegmentationViews
 
 # Models whose BatchNorm/no-BatchNorm contrast the paper discusses (S3.5, S4.5).
@@ -167,13 +174,16 @@ def segmentation_measurements(
     model: str, backbone, views: SegmentationViews, embed: Embed, profile: Profile,
     seed: int = 0, with_layers: bool = True, with_corruptions: bool = True,
     with_variance: bool = True, lr_grid: tuple[float, ...] = probes.LR_GRID,
+    transient: TransientEmbed | None = None,
 ) -> list[Measurement]:
     """Every segmentation number of one model on one dataset (S3.1-S3.13, S4.1-S4.6); see
-    the module docstring for the rows. `seed` seeds the linear probes."""
-    depth, last = backbone.depth, backbone.depth
-    layers = list(range(1, depth + 1)) if with_layers else [last]
-    train_feats = embed(backbone, views.train, layers)
-    val_feats = embed(backbone, views.val, layers)
+    the module docstring for the rows. `seed` seeds the linear probes. The last layer comes
+    from `embed`; the layer sweep's other layers from `transient(backbone, view, layers,
+    tiles)` (default: `embed`, masked), only for the middle subset's train tiles and the val
+    tiles, in `sweep_groups` so that one group's scratch is held at a time."""
+    last = backbone.depth
+    train_last = embed(backbone, views.train, [last])[last]
+    val_last = embed(backbone, views.val, [last])[last]
     p = backbone.patch_size
     train_labels, val_labels = views.train.patch_labels(p), views.val.patch_labels(p)
     train_src, val_src = np.asarray(views.train.source_index), np.asarray(views.val.source_index)
@@ -183,15 +193,27 @@ def segmentation_measurements(
     bus = [BUS] if BUS in views.class_names else []
     out: list[Measurement] = []
 
-    # Layer curves (S3.6-S3.9): k-NN at the middle training size.
-    for layer in layers:
-        train = _labelled(train_feats[layer], train_labels, train_src, middle_mask)
-        val = _labelled(val_feats[layer], val_labels, val_src)
+    # Layer curves (S3.6-S3.9): k-NN at the middle training size, every layer; the layers
+    # before the last from transient copies of the middle subset's tiles, a group at a time.
+    def sweep(layer: int, train: _Split, val_feats) -> tuple[_Split, np.ndarray]:
+        val = _labelled(val_feats, val_labels, val_src)
         pred = probes.knn_predict(train.x, train.y, val.x)
-        out += score.rows(pred, val, classes=True, class_iou=bus, probe="knn", layer=layer,
-                          n_train=middle, **clean)
-    # `train`, `val` and `pred` are now the last layer's.
-    middle_train, last_pred = train, pred
+        out.extend(score.rows(pred, val, classes=True, class_iou=bus, probe="knn", layer=layer,
+                              n_train=middle, **clean))
+        return val, pred
+
+    if with_layers:
+        transient = transient or _masked(embed)
+        middle_labels, middle_src = train_labels[middle_mask], train_src[middle_mask]
+        for group in sweep_groups(int(middle_mask.sum()), len(val_src), train_last.shape[1:3],
+                                  train_last.shape[3], last):
+            train_group = transient(backbone, views.train, group, middle_mask)
+            val_group = transient(backbone, views.val, group, None)
+            for layer in group:
+                sweep(layer, _labelled(train_group[layer], middle_labels, middle_src), val_group[layer])
+            del train_group, val_group  # this group's scratch goes before the next is extracted
+    middle_train = _labelled(train_last, train_labels, train_src, middle_mask)
+    val, last_pred = sweep(last, middle_train, val_last)
     main = {"layer": last, "n_train": middle, **clean}
     out += [score.n_patches(val, name) for name in bus]
     out += score.majority(last_pred, val, probe="knn", **main)
@@ -207,7 +229,7 @@ def segmentation_measurements(
         if n_train == middle:
             train, kinds = middle_train, ["linear", "linear_bn"] if model in BN_CONTRAST_MODELS else [paper]
         else:
-            train, kinds = _labelled(train_feats[last], train_labels, train_src, views.train_subsets[n_train]), [paper]
+            train, kinds = _labelled(train_last, train_labels, train_src, views.train_subsets[n_train]), [paper]
             pred = probes.knn_predict(train.x, train.y, val.x)
             out += score.rows(pred, val, probe="knn", layer=last, n_train=n_train, **clean)
         for kind in kinds:
@@ -227,11 +249,29 @@ def segmentation_measurements(
             pred = probes.knn_predict(middle_train.x, middle_train.y, cval.x)
             out += score.rows(pred, cval, probe="knn", **params)
             out += score.majority(pred, cval, probe="knn", **params)
+            del feats  # a transient copy: its scratch goes before the next one is extracted
 
     if with_variance:
         out += _variance_measurements(model, backbone, views, middle_train, val, score, fitted, chosen,
-                                      profile, seed, lr_grid, train_feats[last], val_feats[last])
+                                      profile, seed, lr_grid, train_last, val_last)
     return out
+
+
+def sweep_groups(n_train_tiles: int, n_val_tiles: int, grid: tuple[int, int], width: int,
+                 depth: int) -> list[list[int]]:
+    """The layer sweep's layers other than the last, in the groups extracted together: as many
+    as fit the scratch budget with the middle subset's train tiles and the val tiles (the last
+    layer is the store's). `harness plan` counts the sweep with this same function."""
+    per_layer = scratch_bytes(n_train_tiles + n_val_tiles, grid, width)
+    return layer_groups(range(1, depth), per_layer, SCRATCH_BUDGET_BYTES)
+
+
+def _masked(embed: Embed) -> TransientEmbed:
+    """A transient embed from a plain one: the selected tiles of its arrays."""
+    def transient(backbone, view, layers, tiles):
+        arrays = embed(backbone, view, layers)
+        return arrays if tiles is None else {layer: a[np.asarray(tiles)] for layer, a in arrays.items()}
+    return transient
 
 
 def _lr_row(model, views, choice: probes.LrChoice, kind: str, n_train: int, layer: int, m: int = 0) -> Measurement:

@@ -1,5 +1,6 @@
-"""The paper's views of each dataset for one profile: what the claims measure and what
-`harness extract` pre-fills. One place, so both find the same embedding-store entries.
+"""The paper's views of each dataset for one profile: what the claims measure, which of
+their embeddings the store keeps (`persisted_layers`) and so what `harness extract`
+pre-fills. One place, so both find the same embedding-store entries.
 
 Each builder takes the profile, the dataset folder and an optional `record(name, value)`
 callback that receives the chosen ids (a `Subset`, which the claims put in the report) and
@@ -148,10 +149,12 @@ def retrieval_views(profile: Profile, root: Path, record: Record | None = None,
 
 def video_views(profile: Profile, dataset: str, root: Path, patch_size: int,
                 record: Record | None = None, limit: int | None = None) -> tuple[list[VideoFrameView], list[str]]:
-    """S6 views for a model of `patch_size`: the chosen videos grouped by source frame size,
-    one view per size, each keeping the frames' aspect ratio with a short side of
-    min(profile.video_size) (see harness.views.frames). Records the chosen videos and, per
-    size, the resolution the model sees and the frame rates."""
+    """S6 views for a model of `patch_size`: one view per chosen video (ordered by source
+    frame size, then video id), each keeping the frames' aspect ratio with a short side of
+    min(profile.video_size) (see harness.views.frames). One view per video, so a video's
+    frames are extracted, pooled and let go before the next (they are never persisted:
+    `persisted_layers`). Records the chosen videos and, per source frame size, the
+    resolution the model sees and the frame rates."""
     ds = data.open_dataset(dataset, root, data.DEFAULT_SPLITS[dataset][0])
     ids = _keep(subsets.video_ids(ds, n=profile.video_count), limit)
     if record:
@@ -160,14 +163,13 @@ def video_views(profile: Profile, dataset: str, root: Path, patch_size: int,
     by_size: dict[tuple[int, int], list[str]] = {}
     for video in ids:
         by_size.setdefault(source_frame_size(ds, video), []).append(video)
-    views = [VideoFrameView(ds, videos, short_side=short_side, patch_size=patch_size)
-             for _, videos in sorted(by_size.items())]
+    views = [VideoFrameView(ds, [video], short_side=short_side, patch_size=patch_size)
+             for _, videos in sorted(by_size.items()) for video in videos]
     if record:
         record(f"{dataset}/frame-sizes/patch-{patch_size}", [
-            {"source_hw": list(view.source_size), "model_input_hw": list(view.size),
-             "videos": len(view.video_ids),
-             "fps": sorted({frame_rate(ds, v) for v in view.video_ids})}
-            for view in views])
+            {"source_hw": list(size), "model_input_hw": list(model_frame_size(size, short_side, patch_size)),
+             "videos": len(videos), "fps": sorted({frame_rate(ds, v) for v in videos})}
+            for size, videos in sorted(by_size.items())])
     return views, [view.key for view in views]
 
 
@@ -184,26 +186,39 @@ def overlap_views(profile: Profile, roots: dict[str, Path],
     return chosen, [s.view.key for s in chosen.values()]
 
 
+def persisted_layers(view, depth: int) -> list[int]:
+    """The layers of `view` the embedding store keeps (the bounded store): the last layer of
+    the clean views, the ones probes are fitted and scored on and other sections read
+    (Cityscapes and ADE20K train and val tiles, FAIR1M's original tiles: the top-200 sets of
+    S4.7, S4.8, S5.6 come from them). Nothing else is persisted: the layer sweep's
+    intermediate layers, the corrupted and transformed copies and the video frames are each
+    read once, by their own section, so the claims run extracts them transiently
+    (harness.scratch) and keeps only the measurements (the measurement cache)."""
+    if isinstance(view, TileView) and view.corruption is None:
+        return [depth]
+    if isinstance(view, Fair1mTileView) and view.transform is None:
+        return [depth]
+    return []
+
+
 def views_to_extract(profile: Profile, dataset: str, root: Path, depth: int,
                      limit: int | None = None, patch_size: int | None = None) -> list[tuple[object, list[int]]]:
-    """(view, layers) for every view of `dataset` whose embeddings the claims read: all
-    layers of the Cityscapes train and val tiles (layer curves), the last layer elsewhere.
-    Video views depend on the model's patch size, which video datasets need."""
-    every, last = list(range(1, depth + 1)), [depth]
+    """(view, layers) for every view of `dataset` whose embeddings the store keeps
+    (`persisted_layers`): what `harness extract` pre-fills and the claims then read from the
+    store. Video frames are never persisted, so video datasets have none (`patch_size` is
+    accepted for the callers that pass it)."""
     if dataset == "cityscapes":
         seg, _ = segmentation_views(profile, dataset, root, full=True, limit=limit)
-        return [(seg.train, every), (seg.val, every)] + [(v, last) for v in seg.corrupted.values()]
-    if dataset == "ade20k":
+        views = [seg.train, seg.val, *seg.corrupted.values()]
+    elif dataset == "ade20k":
         seg, _ = segmentation_views(profile, dataset, root, full=False, limit=limit)
-        return [(seg.train, last), (seg.val, last)]
-    if dataset == "fair1m":
+        views = [seg.train, seg.val]
+    elif dataset == "fair1m":
         ret, _ = retrieval_views(profile, root, limit=limit)
-        return [(v, last) for v in (ret.original, *ret.transformed.values())]
-    if patch_size is None:
-        raise ValueError(f"{dataset} frames are sized for the model's patch: pass "
-                         "views_to_extract(..., patch_size=backbone.patch_size)")
-    views, _ = video_views(profile, dataset, root, patch_size, limit=limit)
-    return [(view, last) for view in views]
+        views = [ret.original, *ret.transformed.values()]
+    else:
+        views = []
+    return [(view, layers) for view in views if (layers := persisted_layers(view, depth))]
 
 
 __all__ = [
@@ -214,6 +229,7 @@ __all__ = [
     "VarianceSet",
     "model_frame_size",
     "overlap_views",
+    "persisted_layers",
     "retrieval_views",
     "segmentation_views",
     "video_views",
