@@ -121,3 +121,42 @@ def test_extract_defaults_to_the_layers_the_claims_read(capsys, tmp_path, fair1m
     assert main(args) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "tiles-fair1m" in line]
     assert len(lines) == 7 and all("layers [12] of" in line for line in lines)
+
+
+def test_doctor_shows_each_gpu_and_the_faiss_wheel(capsys, monkeypatch):
+    import importlib.metadata
+
+    import faiss
+
+    from harness import devices
+
+    monkeypatch.setattr(devices, "gpus", lambda: [
+        {"index": 0, "name": "NVIDIA H200", "memory_gib": 139.8, "capability": "9.0", "bf16": True},
+        {"index": 1, "name": "Tesla V100", "memory_gib": 32.0, "capability": "7.0", "bf16": False}])
+    real_version = importlib.metadata.version
+
+    def gpu_wheel(dist):
+        if dist == "faiss-gpu-cu12":
+            return "1.9.0"
+        if dist.startswith("faiss"):
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real_version(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", gpu_wheel)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2, raising=False)
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] gpu: torch " in out and "2 GPU(s): xdist worker i extracts on cuda:(i % 2)" in out
+    assert "[ok] gpu 0: NVIDIA H200, 140 GiB, compute capability 9.0, bf16 yes" in out
+    assert "[ok] gpu 1: Tesla V100, 32 GiB, compute capability 7.0, bf16 no (fp32 only)" in out
+    assert "[ok] faiss: faiss-gpu-cu12 1.9.0 [faiss-gpu], 2 GPU(s) visible to faiss" in out
+
+
+def test_doctor_without_faiss_says_the_knn_still_runs(capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real_find_spec(name, *a))
+    assert main(["doctor"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "] faiss:" in line)
+    assert line.startswith("[missing] faiss: none installed") and "still runs" in line
