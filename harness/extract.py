@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from harness import config, devices
 from harness.models import Backbone
-from harness.store import EmbeddingStore, EntryKey
+from harness.store import EmbeddingStore, EntryKey, crc32
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,9 @@ def embeddings(
     def build(arrays: dict[int, np.ndarray]) -> dict[str, str]:
         # The GPU lock is taken here, after the entry lock: never around embeddings().
         with devices.exclusive(backbone.device, store.lock_dir):
-            extract_into(backbone, view, arrays, batch_size=batch_size, progress=progress,
-                         precision=precision)
-        return {"device": _device_name(backbone.device)}
+            crcs = extract_into(backbone, view, arrays, batch_size=batch_size, progress=progress,
+                                precision=precision)
+        return {"device": _device_name(backbone.device)} | ({"crc32": crcs} if crcs else {})
 
     return store.get_or_build(entry.key, entry.layers, entry.shape, build, ids_digest=entry.ids_digest)
 
@@ -190,9 +190,10 @@ def extract_into(
     progress: bool = True,
     precision: str = "fp32",
     pipelined: bool | None = None,
-) -> None:
+) -> dict[int, int] | None:
     """Fill outputs[layer][i] (writable [N, h, w, D]) with the tokens of view[i].
-    pipelined: copy and write batch i while batch i + 1 runs (default: on CUDA)."""
+    pipelined: copy and write batch i while batch i + 1 runs (default: on CUDA); it returns
+    {layer: CRC-32 of the bytes written}, the plain loop None."""
     set_torch_threads()
     layers = sorted(outputs)
     n_images = len(view)
@@ -208,7 +209,7 @@ def extract_into(
                 for start, images in _batches(view, batch_size, image_size):
                     pipeline.put(start, backbone.patch_tokens(backbone.preprocess(images), layers))
                     bar.update(len(images))
-            return
+            return pipeline.crc32
         for start, images in _batches(view, batch_size, image_size):
             x = backbone.preprocess(images)
             tokens = backbone.patch_tokens(x, layers)
@@ -225,11 +226,12 @@ class _Pipeline:
 
     put(): on the compute stream, each layer is cast to float16 (the stored dtype: half the
     bytes to move) and checked for non-finite values (an inf here is also an fp16 overflow);
-    a side stream copies tokens and flags into one of two pinned host slots; a writer thread
-    waits for that copy, raises NonFiniteEmbeddingError naming the sample, and copies the
-    slot into the memory maps. A slot is reused only once its write is done, so the device
-    runs at most one batch ahead of the disk. On the CPU (tests) the same steps run with plain
-    buffers and no streams."""
+    a side stream copies tokens and flags into one of two pinned host slots; one writer
+    thread per layer waits for that copy, raises NonFiniteEmbeddingError naming the sample,
+    copies the slot into the layer's memory map and extends the layer's CRC-32 (the store
+    then need not read the file back). A slot is reused only once its writes are done, so
+    the device runs at most one batch ahead of the disk. On the CPU (tests) the same steps
+    run with plain buffers and no streams."""
 
     SLOTS = 2
 
@@ -244,8 +246,11 @@ class _Pipeline:
                        for layer in self.layers} for _ in range(self.SLOTS)]
         self.flags = [torch.empty(len(self.layers), dtype=torch.bool, pin_memory=self.cuda)
                       for _ in range(self.SLOTS)]
-        self.pending: list[Future | None] = [None] * self.SLOTS
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self.pending: list[list[Future]] = [[] for _ in range(self.SLOTS)]
+        # One thread per layer: a layer's batches are written, and its CRC extended, in order.
+        self.writers = {layer: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{layer}")
+                        for layer in self.layers}
+        self.crc32 = {layer: 0 for layer in self.layers}
         self.count = 0
 
     def __enter__(self) -> _Pipeline:
@@ -255,17 +260,17 @@ class _Pipeline:
         try:
             if exc[0] is None:  # the oldest batch first: its failure is the one raised
                 for k in range(self.SLOTS):
-                    future = self.pending[(self.count + k) % self.SLOTS]
-                    if future is not None:
+                    for future in self.pending[(self.count + k) % self.SLOTS]:
                         future.result()
         finally:
-            self.writer.shutdown(wait=True, cancel_futures=True)
+            for writer in self.writers.values():
+                writer.shutdown(wait=True, cancel_futures=True)
 
     def put(self, start: int, tokens: dict[int, torch.Tensor]) -> None:
         slot = self.count % self.SLOTS
         self.count += 1
-        if self.pending[slot] is not None:
-            self.pending[slot].result()  # its write is done (or raises): the slot is free
+        for future in self.pending[slot]:
+            future.result()  # its writes are done (or raise): the slot is free
         half = [tokens[layer].to(torch.float16) for layer in self.layers]
         bad = torch.stack([~torch.isfinite(t).all() for t in half])
         n = half[0].shape[0]
@@ -286,18 +291,20 @@ class _Pipeline:
                 self.slots[slot][layer][:n].copy_(t)
             self.flags[slot].copy_(bad)
         del tokens, half
-        self.pending[slot] = self.writer.submit(self._write, slot, start, n, event)
+        self.pending[slot] = [self.writers[layer].submit(self._write, slot, index, layer, start, n, event)
+                              for index, layer in enumerate(self.layers)]
 
-    def _write(self, slot: int, start: int, n: int, event) -> None:
+    def _write(self, slot: int, index: int, layer: int, start: int, n: int, event) -> None:
         if event is not None:
             event.synchronize()
-        for index, layer in enumerate(self.layers):
-            host = self.slots[slot][layer][:n]
-            if bool(self.flags[slot][index]):
-                bad = ~torch.isfinite(host.flatten(1)).all(dim=1)
-                first = start + int(bad.nonzero()[0, 0])
-                raise NonFiniteEmbeddingError(self.backbone.name, layer, str(self.view.ids[first]), first)
-            torch.from_numpy(self.outputs[layer][start:start + n]).copy_(host)
+        host = self.slots[slot][layer][:n]
+        if bool(self.flags[slot][index]):
+            bad = ~torch.isfinite(host.flatten(1)).all(dim=1)
+            first = start + int(bad.nonzero()[0, 0])
+            raise NonFiniteEmbeddingError(self.backbone.name, layer, str(self.view.ids[first]), first)
+        data = host.numpy()
+        np.copyto(self.outputs[layer][start:start + n], data)  # numpy: no OpenMP team per thread
+        self.crc32[layer] = crc32(data, self.crc32[layer])
 
 
 def _batches(view: ImageView, batch_size: int, image_size) -> Iterator[tuple[int, np.ndarray]]:

@@ -11,9 +11,9 @@ read. Entries of the two precisions (fp32, bf16) have different ids and never mi
 
 Why it holds across machines (no lock needed for correctness):
 - a layer is built in a folder of its own with a unique temp name (`<layer>.tmp-<pid>-
-  <random>-<host>`), its array flushed to the file (msync: on NFS, pages written through a
-  memory map are not sent to the server at close), then the folder, array and JSON together,
-  is renamed to `layer-NN` in one step. rename(2) of a folder onto a non-empty one fails, so
+  <random>-<host>`), its array flushed to the file on a network filesystem (msync: on NFS,
+  pages written through a memory map are not sent to the server at close; `flush`), then the
+  folder, array and JSON together, is renamed to `layer-NN` in one step. rename(2) of a folder onto a non-empty one fails, so
   the first builder to finish wins; a later one finds its rename refused, checks the
   winner's layer and discards its own copy. A reader therefore sees a layer whole or not at
   all, on a local disk as on NFS (rename is atomic on the server; close-to-open consistency
@@ -137,12 +137,51 @@ class EntryKey:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+try:  # ISA-L's CRC-32: the same values as zlib's, several times faster (SIMD)
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - depends on the environment
+    _crc32 = zlib.crc32
+
+
+def crc32(data, value: int = 0) -> int:
+    """zlib's CRC-32 of a contiguous buffer, continued from `value` (ISA-L's when installed)."""
+    return _crc32(data, value)
+
+
 def array_crc32(array: np.ndarray) -> int:
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     crc = 0
     for start in range(0, flat.size, _CRC_BLOCK):
-        crc = zlib.crc32(flat[start:start + _CRC_BLOCK], crc)
+        crc = _crc32(flat[start:start + _CRC_BLOCK], crc)
     return crc
+
+
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "fuse.ceph",
+                       "glusterfs", "fuse.glusterfs", "9p", "afs", "panfs", "wekafs", "fuse.sshfs", "fuse.juicefs",
+                       "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3"}
+
+
+def on_network_filesystem(path: str | os.PathLike, mounts: str | None = None) -> bool:
+    """Whether `path` (or its nearest existing parent) lies on a network filesystem, by the
+    longest matching mount point in `mounts` (default /proc/mounts; False where unreadable)."""
+    path = Path(path).expanduser()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    real = os.path.realpath(path)
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return False
+    best, kind = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind in NETWORK_FILESYSTEMS
 
 
 class EntryCorrupt(Exception):
@@ -158,11 +197,15 @@ def default_store(cache_dir: str | os.PathLike | None = None) -> EmbeddingStore:
 
 class EmbeddingStore:
     """The cache under `root`. lock=False builds without the per-entry file lock (as on a
-    filesystem without working locks): still correct, possibly built twice (module docstring)."""
+    filesystem without working locks): still correct, possibly built twice (module docstring).
+    flush: msync each array before its layer is committed; needed where other machines read
+    the files (NFS sends pages written through a memory map to the server only then), not on
+    a local disk, whose page cache every process shares. None: on network filesystems only."""
 
-    def __init__(self, root: str | os.PathLike, lock: bool = True):
+    def __init__(self, root: str | os.PathLike, lock: bool = True, flush: bool | None = None):
         self.root = Path(root).expanduser()
         self.lock = lock
+        self.flush = on_network_filesystem(self.root) if flush is None else flush
         # (path, size, mtime_ns) of files whose checksum this process already verified,
         # so repeated reads of one entry hash it once.
         self._verified: set[tuple[str, int, int]] = set()
@@ -202,7 +245,8 @@ class EmbeddingStore:
     ) -> dict[int, np.ndarray]:
         """Read-only memmaps {layer: array of `shape`} for `layers`, building the missing
         ones with `build(writable_arrays)`, which fills every array it is given and may
-        return details for the build log (e.g. {'device': 'cuda:0'})."""
+        return details for the build log (e.g. {'device': 'cuda:0'}) and, under 'crc32',
+        {layer: CRC-32 of the bytes it wrote} (computed while writing: then not read again)."""
         layers = sorted({int(layer) for layer in layers})
         shape = tuple(int(s) for s in shape)
         found = self._read_valid(key, layers, shape, ids_digest, report=False)
@@ -338,18 +382,25 @@ class EmbeddingStore:
             details = dict(build(arrays) or {})
             seconds = time.perf_counter() - started
             own_io = True
+            given = details.pop("crc32", None) or {}
             for layer in layers:
                 array = arrays[layer]
-                array.flush()  # msync: a reader on another machine must find the bytes on the server
+                if self.flush:
+                    array.flush()  # msync: a reader on another machine must find the bytes on the server
                 name = self.layer_dir(key, layer).name
+                crc = given[layer] if layer in given else array_crc32(array)
                 meta = {"key": key.fields(layer), "shape": list(shape), "dtype": key.dtype,
-                        "crc32": array_crc32(array), "ids_digest": ids_digest, "created": time.time(),
+                        "crc32": int(crc), "ids_digest": ids_digest, "created": time.time(),
                         "host": socket.gethostname()}
                 # Not fsynced: the sidecar is verified on read like the array it describes.
                 atomic_write_text(temp[layer] / f"{name}.json", json.dumps(meta, indent=1), durable=False)
             arrays.clear()  # unmapped before the folders move
             for layer in layers:
-                self._commit(key, layer, temp[layer], shape, ids_digest)
+                if self._commit(key, layer, temp[layer], shape, ids_digest):
+                    # Its checksum was taken from the bytes just written: no need to read them back.
+                    array_path, _ = self.layer_paths(key, layer)
+                    stat = array_path.stat()
+                    self._verified.add((str(array_path), stat.st_size, stat.st_mtime_ns))
         except BaseException as err:
             arrays.clear()  # unmap before removing, so the space is given back
             for path in temp.values():
@@ -359,14 +410,15 @@ class EmbeddingStore:
             raise
         self._log_build(key, layers, shape, seconds, details)
 
-    def _commit(self, key, layer, temp: Path, shape, ids_digest) -> None:
+    def _commit(self, key, layer, temp: Path, shape, ids_digest) -> bool:
         """Rename the finished layer folder into place; if another builder committed first,
-        keep theirs when it reads back valid (same key: the same numbers), else replace it."""
+        keep theirs when it reads back valid (same key: the same numbers), else replace it.
+        True when ours is the one in place."""
         final = self.layer_dir(key, layer)
         for _ in range(3):
             try:
                 os.rename(temp, final)
-                return
+                return True
             except OSError as err:
                 if err.errno not in _TAKEN:
                     raise
@@ -382,7 +434,7 @@ class EmbeddingStore:
                 self._move_aside(final, seen)
                 continue
             shutil.rmtree(temp, ignore_errors=True)
-            return
+            return False
         raise RuntimeError(f"store: could not commit {final}: replaced by other builders three times")
 
     def _log_build(self, key, layers, shape, seconds, details) -> None:

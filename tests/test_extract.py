@@ -12,7 +12,7 @@ import torch
 from harness import extract
 from harness.extract import ArrayView, ImageView, NonFiniteEmbeddingError, embeddings
 from harness.models import load
-from harness.store import EmbeddingStore
+from harness.store import EmbeddingStore, array_crc32
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +175,12 @@ def test_pipelined_extraction_writes_what_the_plain_loop_writes(dino):
     shape = (7, 14, 14, 64)
     plain = {layer: np.zeros(shape, np.float16) for layer in (2, 12)}
     piped = {layer: np.zeros(shape, np.float16) for layer in (2, 12)}
-    extract.extract_into(dino, view, plain, batch_size=3, progress=False, pipelined=False)
-    extract.extract_into(dino, view, piped, batch_size=3, progress=False, pipelined=True)
+    assert extract.extract_into(dino, view, plain, batch_size=3, progress=False, pipelined=False) is None
+    crcs = extract.extract_into(dino, view, piped, batch_size=3, progress=False, pipelined=True)
     for layer in (2, 12):
         assert np.abs(plain[layer]).max() > 0
         np.testing.assert_array_equal(piped[layer], plain[layer])
+        assert crcs[layer] == array_crc32(plain[layer])  # extended batch by batch, in order
 
 
 def test_pipelined_extraction_names_a_non_finite_sample(dino, monkeypatch):

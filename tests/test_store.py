@@ -336,3 +336,44 @@ def test_filesystem_without_locks_builds_unlocked(tmp_path, monkeypatch):
     build = CountingBuild()
     arrays = _get(EmbeddingStore(tmp_path), build)
     assert build.calls == [LAYERS] and np.array_equal(arrays[12], _values(12))
+
+
+def test_a_builders_checksum_is_recorded_and_not_read_back(tmp_path, monkeypatch):
+    import harness.store as store_module
+
+    real, calls = store_module.array_crc32, []
+    monkeypatch.setattr(store_module, "array_crc32", lambda a: calls.append(1) or real(a))
+
+    def build(arrays):
+        CountingBuild()(arrays)
+        return {"crc32": {layer: real(_values(layer)) for layer in arrays}}
+
+    store = EmbeddingStore(tmp_path)
+    _get(store, build)
+    assert calls == []  # given by the builder (computed while writing), not read back
+    assert EmbeddingStore(tmp_path).read(_key(), LAYERS, SHAPE) is not None and len(calls) == 3
+
+    def lying(arrays):
+        CountingBuild()(arrays)
+        return {"crc32": {layer: 12345 for layer in arrays}}
+
+    other = _key(view_key="view-2")
+    _get(EmbeddingStore(tmp_path), lying, key=other)
+    with pytest.warns(StoreWarning, match="checksum mismatch"):  # a fresh reader checks the bytes
+        _get(EmbeddingStore(tmp_path), CountingBuild(), key=other)
+
+
+def test_arrays_are_flushed_before_commit_on_network_filesystems(tmp_path, monkeypatch):
+    from harness.store import on_network_filesystem
+
+    mounts = (f"server:/export {tmp_path} nfs4 rw,relatime 0 0\n"
+              f"/dev/sda1 / ext4 rw 0 0\n")
+    assert on_network_filesystem(tmp_path / "not" / "yet", mounts)
+    assert not on_network_filesystem(tmp_path.parent, mounts)
+    assert not on_network_filesystem(tmp_path, "/dev/sda1 / ext4 rw 0 0\n")
+    flushed = []
+    monkeypatch.setattr(np.memmap, "flush", lambda self: flushed.append(self.filename))
+    _get(EmbeddingStore(tmp_path / "local", flush=False), CountingBuild())
+    assert flushed == []
+    _get(EmbeddingStore(tmp_path / "nfs", flush=True), CountingBuild())
+    assert len(flushed) == 3 and all(".tmp-" in str(name) for name in flushed)  # before the rename
