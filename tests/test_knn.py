@@ -332,3 +332,14 @@ def test_bad_inputs_have_clear_errors():
         knn_search(x, x, exclude=(np.zeros(5, int), np.zeros(5, int)))
     with pytest.warns(MissingClassWarning, match=r"classes \[2\]"):
         knn_predict(x, np.array([0, 1, 0, 1, 3]), x, num_classes=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_centring_on_the_device_rounds_as_on_the_cpu(dtype):
+    """The GPU builds its search copies from the rows it holds: the same float32 values."""
+    rng = np.random.default_rng(15)
+    raw = (rng.normal(size=(300, 24)) * 50 + 7).astype(dtype)
+    base = knn_module._Base.prepare(raw, None, with_bf16=False)
+    cpu = torch.device("cpu")
+    np.testing.assert_array_equal(base._centred32_on(cpu, 10, 200, from_rows=True).numpy(),
+                                  base.centred32(10, 200).numpy())

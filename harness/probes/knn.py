@@ -179,11 +179,23 @@ class _Base:
             dim = self.raw.shape[1]
             out = torch.zeros((self.n, -(-(dim + 1) // 32) * 32), dtype=dtype, device=device)
             for s in range(0, self.n, PREP_ROWS):
-                block = self.centred32(s, s + PREP_ROWS)
-                out[s : s + PREP_ROWS, :dim] = block.to(device)
-                out[s : s + PREP_ROWS, dim] = (-0.5 * (block * block).sum(1)).to(device)
+                block = self._centred32_on(device, s, s + PREP_ROWS)
+                out[s : s + PREP_ROWS, :dim] = block
+                out[s : s + PREP_ROWS, dim] = -0.5 * (block * block).sum(1)
             self._on_device[key] = out
         return self._on_device[key]
+
+    def _centred32_on(self, device: torch.device, start: int, stop: int, from_rows: bool | None = None) -> torch.Tensor:
+        """`centred32` computed on `device` from the rows held there (the same float32
+        roundings: one subtraction, or a float64 one rounded once for float64 rows);
+        from_rows: default on any device but the CPU."""
+        if not (device.type != "cpu" if from_rows is None else from_rows):
+            return self.centred32(start, stop)
+        rows = self.rows_on(device)[start:stop]
+        centre = torch.from_numpy(self.centre).to(device)
+        if rows.dtype == torch.float64:
+            return (rows - centre.double()).float()
+        return rows.float() - centre
 
     def rows_on(self, device: torch.device) -> torch.Tensor:
         """The caller's rows, in their own dtype, on `device` (for the float64 re-rank)."""
