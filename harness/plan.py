@@ -258,6 +258,7 @@ class PlanOptions:
     limit: int | None = None  # the first N source images / videos of each subset (as harness extract)
     sections: tuple[str, ...] | None = None  # prefixes of SECTIONS; None: all
     workers: int = 4  # pytest -n
+    precision: str = "fp32"  # the store entries of this precision are the run's
 
     @classmethod
     def from_run_options(cls, options) -> PlanOptions:
@@ -266,7 +267,8 @@ class PlanOptions:
                    data_root=Path(options.data_root) if getattr(options, "data_root", None) else None,
                    cache_dir=Path(options.cache_dir), train_seeds=int(getattr(options, "train_seeds", 1) or 1),
                    added=dict(getattr(options, "added", {}) or {}),
-                   workers=int(getattr(options, "workers", 0) or config.xdist_workers()))
+                   workers=int(getattr(options, "workers", 0) or config.xdist_workers()),
+                   precision=str(getattr(options, "precision", "fp32") or "fp32"))
 
     def resolved(self) -> PlanOptions:
         from harness.cli import UsageError
@@ -959,13 +961,14 @@ def mark_cached(plan: Plan) -> None:
         folder = root / _safe(model)
         if not folder.is_dir():
             continue
-        for sidecar in folder.glob("*/layer-*.json"):
+        for sidecar in folder.glob("*/layer-*/layer-*.json"):  # <entry>/layer-NN/layer-NN.json
             try:
                 meta = json.loads(sidecar.read_text())
                 key = meta["key"]
                 array = sidecar.with_suffix(".npy")
                 digest = str(key["weights_digest"])
                 if (key.get("harness_version") != harness.__version__ or key.get("dtype") != STORE_DTYPE
+                        or key.get("precision", "fp32") != plan.options.precision
                         or digest.startswith("random-init") != untrained
                         or array.stat().st_size != npy_bytes(meta["shape"], meta["dtype"])):
                     continue
@@ -1009,10 +1012,10 @@ class NotEnoughRoomError(StoreFullError):
         return type(self), (self.filename, self.needed, self.free, self.scratch)
 
     def __str__(self) -> str:
-        scratch = (f" ({(self.needed - self.scratch) / GB:.1f} GB of embeddings to persist and "
-                   f"{self.scratch / GB:.1f} GB of transient scratch)" if self.scratch else "")
-        return (f"the claims run needs {self.needed / GB:.1f} GB more in {self.filename}{scratch}, "
-                f"{self.free / GB:.1f} GB free; free space or pass --claims-cache-dir")
+        scratch = (f" ({human_bytes(self.needed - self.scratch)} of embeddings to persist and "
+                   f"{human_bytes(self.scratch)} of transient scratch)" if self.scratch else "")
+        return (f"the claims run needs {human_bytes(self.needed)} more in {self.filename}{scratch}, "
+                f"{human_bytes(self.free)} free; free space or pass --claims-cache-dir")
 
 
 def check_room(options) -> Plan:

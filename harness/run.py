@@ -49,10 +49,12 @@ class ClaimsRun:
     data_root: Path | None = None
     cache_dir: Path = field(default_factory=config.cache_dir)
     train_seeds: int = 1
-    worker_index: int = 0  # xdist worker number: workers start on different models
+    worker_index: int = 0  # xdist worker number: workers start on different models, GPU i % k
     record: Callable[[str, Any], None] = lambda key, value: None  # run information for the report
+    precision: str = "fp32"  # extraction arithmetic: fp32 (the paper profile's) or bf16 (X.3 judged)
     _backbones: dict = field(default_factory=dict)
     _scratch: Any = None
+    _device: Any = None
 
     @classmethod
     def from_options(cls, options, worker_index: int = 0,
@@ -61,7 +63,23 @@ class ClaimsRun:
                    weights=dict(options.weights), added=dict(getattr(options, "added", {}) or {}),
                    data_root=Path(options.data_root) if options.data_root else None,
                    cache_dir=Path(options.cache_dir), train_seeds=options.train_seeds,
-                   worker_index=worker_index, record=record or (lambda key, value: None))
+                   worker_index=worker_index, record=record or (lambda key, value: None),
+                   precision=getattr(options, "precision", "fp32") or "fp32")
+
+    # -- the device ----------------------------------------------------------------------
+    def device(self):
+        """This worker's device, pinned once: cuda:(worker_index % k) on a machine with k
+        GPUs (extraction and the k-NN run there), else the CPU. PrecisionUnavailable when the
+        run's precision is bf16 and that device has no native bf16."""
+        if self._device is None:
+            from harness import devices
+
+            device = devices.device_for_worker(self.worker_index)
+            devices.check_precision(self.precision, device)
+            self._device = devices.pin(device)
+            self.record("devices", {f"worker {self.worker_index}": devices.describe(self._device)})
+            self.record("precision", self.precision)
+        return self._device
 
     # -- models --------------------------------------------------------------------------
     def backbone(self, name: str):
@@ -76,9 +94,10 @@ class ClaimsRun:
             gsd = models.FAIR1M_GSD_M if models.get_spec(name).gsd_aware else None
             try:
                 if self.profile.untrained:
-                    backbone = models.load(name, random_init=True, smoke=True, gsd=gsd)
+                    backbone = models.load(name, random_init=True, smoke=True, gsd=gsd, device=self.device())
                 else:
-                    backbone = models.load(name, weights=self.weights.get(name), cache_dir=self.cache_dir, gsd=gsd)
+                    backbone = models.load(name, weights=self.weights.get(name), cache_dir=self.cache_dir, gsd=gsd,
+                                           device=self.device())
             except models.WeightsNotAvailableError as err:
                 backbone = Unavailable(str(err))
             self._backbones[name] = backbone
@@ -128,26 +147,29 @@ class ClaimsRun:
 
         return EmbeddingStore(self.cache_dir / "embeddings")
 
-    def embed(self, backbone, view, layers):
-        """{layer: [N, h, w, D] fp16}: the layers the store keeps of this view
-        (`views.paper.persisted_layers`) from the store, built once; any other layer
-        extracted transiently (`transient_embed`), so the store stays bounded."""
+    def embed(self, backbone, view, layers, precision: str | None = None):
+        """{layer: [N, h, w, D] fp16} in the run's precision unless one is named: the layers
+        the store keeps of this view (`views.paper.persisted_layers`) from the store, built
+        once; any other layer extracted transiently (`transient_embed`), so the store stays
+        bounded."""
         from harness.extract import embeddings
         from harness.views.paper import persisted_layers
 
+        precision = precision or self.precision
         kept = set(persisted_layers(view, backbone.depth))
         stored, other = [layer for layer in layers if layer in kept], [layer for layer in layers if layer not in kept]
-        arrays = embeddings(backbone, view, self.store(), layers=stored, progress=False) if stored else {}
-        return arrays | (self.transient_embed(backbone, view, other) if other else {})
+        arrays = (embeddings(backbone, view, self.store(), layers=stored, progress=False, precision=precision)
+                  if stored else {})
+        return arrays | (self.transient_embed(backbone, view, other, precision=precision) if other else {})
 
-    def transient_embed(self, backbone, view, layers, tiles=None):
+    def transient_embed(self, backbone, view, layers, tiles=None, precision: str | None = None):
         """{layer: [n, h, w, D] fp16} of the view's (selected) images in scratch under
         <cache-dir>/scratch, never persisted: the space returns when the arrays are dropped."""
         if self._scratch is None:
             from harness.scratch import Scratch
 
             self._scratch = Scratch(self.cache_dir / "scratch")
-        return self._scratch.embed(backbone, view, layers, tiles)
+        return self._scratch.embed(backbone, view, layers, tiles, precision=precision or self.precision)
 
     def measure(self, section: str, models: Sequence[str], build_views: Callable[[Any], tuple[Any, list[str]]],
                 per_model: Callable[[str, Any, Any], list[Measurement]]) -> Measurements:
@@ -169,6 +191,8 @@ class ClaimsRun:
                 views, view_keys = build_views(backbone)
                 key = {"section": section, "model": model, "weights": backbone.weights_digest,
                        "views": view_keys, "profile": self.profile.name}
+                if self.precision != "fp32":  # fp32 keys as before; bf16 numbers never read for fp32
+                    key["precision"] = self.precision
                 found[model] = measurement_cache.get_or_build(
                     self.cache_dir, key, lambda m=model, b=backbone, v=views: per_model(m, b, v))
             except Unavailable as err:
@@ -291,9 +315,68 @@ class ClaimsRun:
         return self.measure("reconstruction", ("mae",), lambda backbone: built(), per_model)
 
     def precision_check(self) -> Measurements:
-        """X.3: judged where a run extracts in bf16."""
-        raise Unavailable("X.3 is judged where extraction runs in bf16 (the fast GPU path); this run "
-                          "extracts in fp32 only, so no verdict can depend on precision")
+        """X.3: judged where the run extracts in bf16: every section whose dataset is here, on
+        a fixed slice of its val views extracted in bf16 and in fp32
+        (harness.experiments.precision); Unavailable (the claim skips, saying so) on an fp32 run."""
+        if self.precision == "fp32":
+            raise Unavailable("X.3 is judged where extraction runs in bf16 (the fast GPU path); this run "
+                              "extracts in fp32 only, so no verdict can depend on precision")
+        from harness.experiments import precision as slices
+        from harness.views.paper import retrieval_views, segmentation_views, video_views
+
+        embed_at, record = self.embed, self.record  # embed(backbone, view, layers, precision)
+        protocol = f"precision-slice {sorted(slices.SLICE.items())}"  # in the measurement key
+        sections: list[Measurements] = []
+        missing: list[str] = []
+        for dataset in ("cityscapes", "ade20k"):
+            try:
+                root = self.dataset_root(dataset)
+            except Unavailable as why:
+                missing.append(str(why))
+                continue
+            built = once(lambda d=dataset, r=root: segmentation_views(self.profile, d, r, False))
+
+            def per_model(model, backbone, views):
+                return slices.segmentation_agreement(model, backbone, views, embed_at, record=record)
+
+            sections.append(self.measure(f"precision/{dataset}", (*SEGMENTATION_MODELS, *self.added),
+                                         lambda backbone, b=built: (b()[0], [*b()[1], protocol]), per_model))
+        try:
+            fair1m = self.dataset_root("fair1m")
+        except Unavailable as why:
+            missing.append(str(why))
+        else:
+            built = once(lambda: retrieval_views(self.profile, fair1m))
+
+            def per_model(model, backbone, views):
+                return slices.retrieval_agreement(model, backbone, views, embed_at, record=record)
+
+            sections.append(self.measure("precision/fair1m", (*PAPER_MODELS, *BEYOND_THE_PAPER, *self.added),
+                                         lambda backbone: (built()[0], [*built()[1], protocol]), per_model))
+        for dataset in ("bdd100k_mot", "mot17"):
+            try:
+                root = self.dataset_root(dataset)
+            except Unavailable as why:
+                missing.append(str(why))
+                continue
+
+            def video(backbone, d=dataset, r=root):
+                views, keys = video_views(self.profile, d, r, backbone.patch_size)
+                return views, [*keys, protocol]
+
+            def per_model(model, backbone, views, d=dataset):
+                return slices.association_agreement(model, backbone, views, d, embed_at,
+                                                    self.profile.frame_gaps, record=record)
+
+            sections.append(self.measure(f"precision/{dataset}", (*SEGMENTATION_MODELS, *self.added), video,
+                                         per_model))
+        if not sections:
+            raise Unavailable("X.3: no section's dataset is here to take a precision slice from: "
+                              + "; ".join(missing[:1]))
+        measured = sections[0]
+        for section in sections[1:]:
+            measured = measured.extend(section)
+        return measured
 
     def _has(self, dataset: str) -> bool:
         try:

@@ -81,9 +81,9 @@ class Scratch:
         self._cleaned = False
 
     def embed(self, backbone, view, layers: Sequence[int], tiles: np.ndarray | None = None,
-              batch_size: int | None = None) -> dict[int, np.ndarray]:
+              batch_size: int | None = None, precision: str = "fp32") -> dict[int, np.ndarray]:
         """{layer: read-only float16 [n, h, w, D]} for `view`'s images (those where the
-        boolean mask `tiles` is set, in order, when given), extracted now."""
+        boolean mask `tiles` is set, in order, when given), extracted now in `precision`."""
         from harness.extract import extract_into
 
         layers = backbone.check_layers(layers)
@@ -95,7 +95,7 @@ class Scratch:
         shape = (len(source), h, w, backbone.embed_dim)
         arrays = self._allocate(backbone.name, layers, shape)
         try:
-            extract_into(backbone, source, arrays, batch_size=batch_size, progress=False)
+            extract_into(backbone, source, arrays, batch_size=batch_size, progress=False, precision=precision)
         except BaseException:
             arrays.clear()
             raise
@@ -158,8 +158,10 @@ class ScratchFullError(StoreFullError):
     """No room for transient embeddings: a StoreFullError (the run treats both alike)."""
 
     def __str__(self) -> str:
-        return (f"no space for transient embeddings in {self.filename}: {self.needed / 1e9:.2f} GB needed, "
-                f"{self.free / 1e9:.2f} GB free ({self.strerror}); free some space there or choose "
+        from harness.store import _amount
+
+        return (f"no space for transient embeddings in {self.filename}: {_amount(self.needed)} needed, "
+                f"{_amount(self.free)} free ({self.strerror}); free some space there or choose "
                 "another --claims-cache-dir")
 
 

@@ -1,24 +1,41 @@
 """The embedding cache: one fp16 memory-mapped .npy per (model + weights digest, view,
-layer) with a JSON sidecar.
+precision, layer) with a JSON sidecar, safe for many processes on many machines sharing one
+filesystem.
 
-Layout: <root>/<model>/<entry id>/layer-NN.npy + layer-NN.json, where the entry
-id hashes everything that changes the numbers except the layer (model name, weights
-digest, view key, image size, dtype, harness version); the layer is in the file name and
-the full key, layer included, is repeated in the JSON and checked on every read.
+Layout: <root>/<model>/<entry id>/layer-NN/layer-NN.npy + layer-NN.json, where the entry
+id hashes everything that changes the numbers except the layer (model name, weights digest,
+view key, image size, stored dtype, extraction precision, harness version): entries are
+content-addressed, so two builders of one id build the same numbers. The layer is in the
+folder name and the full key, layer included, is repeated in the JSON and checked on every
+read. Entries of the two precisions (fp32, bf16) have different ids and never mix.
 
-Safety:
-- writes go to a temp file in the same folder, then os.replace; the JSON goes last, so
-  an interrupted build leaves only temp files, which are never read and are cleaned up by
-  the next build of that entry;
-- the disk space of every array is reserved (posix_fallocate, else zeros written) before
-  it is written through its memory map: a full disk is an OSError there, which becomes a
+Why it holds across machines (no lock needed for correctness):
+- a layer is built in a folder of its own with a unique temp name (`<layer>.tmp-<pid>-
+  <random>-<host>`), its array flushed to the file on a network filesystem (msync: on NFS,
+  pages written through a memory map are not sent to the server at close; `flush`), then the
+  folder, array and JSON together, is renamed to `layer-NN` in one step. rename(2) of a folder onto a non-empty one fails, so
+  the first builder to finish wins; a later one finds its rename refused, checks the
+  winner's layer and discards its own copy. A reader therefore sees a layer whole or not at
+  all, on a local disk as on NFS (rename is atomic on the server; close-to-open consistency
+  makes the flushed data visible to a reader that opens the files after the rename);
+- every read checks the JSON key, the array's shape and dtype and a CRC32 of its bytes; a
+  layer that fails is moved aside (renamed away, then deleted) and rebuilt, never used;
+- temp folders are removed by later builds only when their writer is known dead: its host is
+  this one and its process is gone, or the folder is older than STALE_BUILD_S (a builder on
+  another machine is never touched while it may still run).
+The per-entry file lock is an optimisation: it keeps processes of one machine (pytest-xdist
+workers) from building an entry twice; the others wait on it and then read. Where the
+filesystem has no working locks (some NFS setups) or the store is made with lock=False, two
+builders may both build an entry, and both get a valid, identical reading of it.
+
+Also:
+- the disk space of every array is reserved (posix_fallocate, else zeros written) before it
+  is written through its memory map: a full disk is an OSError there, which becomes a
   StoreFullError naming the folder and the bytes needed, with the partial files removed;
   without the reservation it would be a SIGBUS that kills the process mid-write;
-- a filelock per entry makes concurrent processes (pytest-xdist workers) build it once:
-  the others wait on the lock and then read;
-- a read checks the JSON key, the array's shape and dtype and a CRC32 of its bytes; an
-  entry that fails is rebuilt (logged and warned), never used;
-- every build appends one line to <root>/builds.jsonl (harness.io.append_record).
+- every build appends one line to <root>/builds.jsonl (harness.io.append_record). On NFS,
+  appends of several machines may cut a line; the reader skips cut lines (a lost log line,
+  never a wrong entry).
 """
 
 from __future__ import annotations
@@ -44,20 +61,16 @@ import numpy as np
 from filelock import FileLock
 
 import harness
-from harness.io import (
-    append_record,
-    atomic_write_text,
-    read_records,
-    remove_temp_files,
-    reserve_space,
-    temp_sibling,
-)
+from harness.io import TEMP_MARK, append_record, atomic_write_text, read_records, reserve_space
 
 log = logging.getLogger(__name__)
 
 STORE_DTYPE = "float16"
 _CRC_BLOCK = 1 << 26  # 64 MiB per crc32 call keeps memory flat on huge arrays
 _SIDECAR_BYTES = 1024  # room counted for a layer's JSON (about 450 bytes written)
+STALE_BUILD_S = 2 * 86400  # a temp build folder of another machine untouched this long is dead
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}  # filesystems without file locks
+_TAKEN = {errno.EEXIST, errno.ENOTEMPTY}  # rename onto a layer another builder committed
 
 
 def _harness_version() -> str:
@@ -109,6 +122,7 @@ class EntryKey:
     view_key: str
     image_size: tuple[int, int]
     dtype: str = STORE_DTYPE
+    precision: str = "fp32"  # the forward's arithmetic: "fp32" or "bf16" (harness.devices)
     harness_version: str = field(default_factory=_harness_version)
 
     def fields(self, layer: int) -> dict[str, Any]:
@@ -123,12 +137,51 @@ class EntryKey:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+try:  # ISA-L's CRC-32: the same values as zlib's, several times faster (SIMD)
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - depends on the environment
+    _crc32 = zlib.crc32
+
+
+def crc32(data, value: int = 0) -> int:
+    """zlib's CRC-32 of a contiguous buffer, continued from `value` (ISA-L's when installed)."""
+    return _crc32(data, value)
+
+
 def array_crc32(array: np.ndarray) -> int:
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     crc = 0
     for start in range(0, flat.size, _CRC_BLOCK):
-        crc = zlib.crc32(flat[start:start + _CRC_BLOCK], crc)
+        crc = _crc32(flat[start:start + _CRC_BLOCK], crc)
     return crc
+
+
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "fuse.ceph",
+                       "glusterfs", "fuse.glusterfs", "9p", "afs", "panfs", "wekafs", "fuse.sshfs", "fuse.juicefs",
+                       "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3"}
+
+
+def on_network_filesystem(path: str | os.PathLike, mounts: str | None = None) -> bool:
+    """Whether `path` (or its nearest existing parent) lies on a network filesystem, by the
+    longest matching mount point in `mounts` (default /proc/mounts; False where unreadable)."""
+    path = Path(path).expanduser()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    real = os.path.realpath(path)
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return False
+    best, kind = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind in NETWORK_FILESYSTEMS
 
 
 class EntryCorrupt(Exception):
@@ -143,8 +196,16 @@ def default_store(cache_dir: str | os.PathLike | None = None) -> EmbeddingStore:
 
 
 class EmbeddingStore:
-    def __init__(self, root: str | os.PathLike):
+    """The cache under `root`. lock=False builds without the per-entry file lock (as on a
+    filesystem without working locks): still correct, possibly built twice (module docstring).
+    flush: msync each array before its layer is committed; needed where other machines read
+    the files (NFS sends pages written through a memory map to the server only then), not on
+    a local disk, whose page cache every process shares. None: on network filesystems only."""
+
+    def __init__(self, root: str | os.PathLike, lock: bool = True, flush: bool | None = None):
         self.root = Path(root).expanduser()
+        self.lock = lock
+        self.flush = on_network_filesystem(self.root) if flush is None else flush
         # (path, size, mtime_ns) of files whose checksum this process already verified,
         # so repeated reads of one entry hash it once.
         self._verified: set[tuple[str, int, int]] = set()
@@ -153,12 +214,20 @@ class EmbeddingStore:
     def entry_dir(self, key: EntryKey) -> Path:
         return self.root / _safe(key.model) / key.entry_id
 
+    def layer_dir(self, key: EntryKey, layer: int) -> Path:
+        return self.entry_dir(key) / f"layer-{layer:02d}"
+
     def layer_paths(self, key: EntryKey, layer: int) -> tuple[Path, Path]:
-        folder = self.entry_dir(key)
-        return folder / f"layer-{layer:02d}.npy", folder / f"layer-{layer:02d}.json"
+        folder = self.layer_dir(key, layer)
+        return folder / f"{folder.name}.npy", folder / f"{folder.name}.json"
+
+    @property
+    def lock_dir(self) -> Path:
+        """File locks of this machine's processes: entries, and GPUs (harness.devices)."""
+        return self.root / ".locks"
 
     def lock_path(self, key: EntryKey) -> Path:
-        return self.root / ".locks" / f"{key.entry_id}.lock"
+        return self.lock_dir / f"{key.entry_id}.lock"
 
     @property
     def builds_log(self) -> Path:
@@ -176,7 +245,8 @@ class EmbeddingStore:
     ) -> dict[int, np.ndarray]:
         """Read-only memmaps {layer: array of `shape`} for `layers`, building the missing
         ones with `build(writable_arrays)`, which fills every array it is given and may
-        return details for the build log (e.g. {'device': 'cuda:0'})."""
+        return details for the build log (e.g. {'device': 'cuda:0'}) and, under 'crc32',
+        {layer: CRC-32 of the bytes it wrote} (computed while writing: then not read again)."""
         layers = sorted({int(layer) for layer in layers})
         shape = tuple(int(s) for s in shape)
         found = self._read_valid(key, layers, shape, ids_digest, report=False)
@@ -206,12 +276,19 @@ class EmbeddingStore:
 
     @contextlib.contextmanager
     def _entry_lock(self, key: EntryKey, needed: int):
+        if not self.lock:
+            yield
+            return
         path = self.lock_path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(path))
             lock.acquire()
         except OSError as err:
+            if err.errno in _NO_LOCKS:  # locks are an optimisation: build unlocked
+                log.info("embedding store: no file locks in %s (%s); building without", path.parent, err)
+                yield
+                return
             raise _write_error(err, path.parent, needed) from err
         try:
             yield
@@ -223,17 +300,22 @@ class EmbeddingStore:
         found: dict[int, np.ndarray] = {}
         for layer in layers:
             array_path, meta_path = self.layer_paths(key, layer)
-            if not meta_path.exists():
+            if not meta_path.parent.exists():
                 continue
             try:
+                seen = meta_path.stat()
+            except OSError:
+                seen = None  # a committed layer always has its sidecar: damaged
+            try:
+                if seen is None:
+                    raise EntryCorrupt("metadata missing")
                 found[layer] = self._open_layer(key, layer, shape, ids_digest)
             except EntryCorrupt as why:
-                if report:  # only under the lock, so each problem is reported once
+                if report:  # only when about to build, so each problem is reported once
                     message = f"embedding store: {array_path} unusable ({why}); rebuilding it"
                     log.warning(message)
                     warnings.warn(message, StoreWarning, stacklevel=4)
-                    meta_path.unlink(missing_ok=True)
-                    array_path.unlink(missing_ok=True)
+                    self._move_aside(self.layer_dir(key, layer), seen)
         return found
 
     def _open_layer(self, key, layer, shape, ids_digest) -> np.ndarray:
@@ -263,46 +345,97 @@ class EmbeddingStore:
             self._verified.add(token)
         return array
 
+    def _move_aside(self, folder: Path, seen: os.stat_result | None) -> None:
+        """Take a bad layer out of the way in one rename, then delete it; unless another
+        process replaced it since it was checked (its sidecar is no longer the one `seen`;
+        None: it had none, which no committed layer lacks)."""
+        if seen is not None:
+            try:
+                now = (folder / f"{folder.name}.json").stat()
+            except OSError:
+                return  # already moved by another reader
+            if (now.st_ino, now.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+                return
+        trash = _build_folder(folder)
+        try:
+            os.rename(folder, trash)
+        except OSError:
+            return  # another reader moved it first
+        shutil.rmtree(trash, ignore_errors=True)
+
     # -- building ----------------------------------------------------------------------
     def _build(self, key, layers, shape, build, ids_digest) -> None:
         folder = self.entry_dir(key)
         needed = len(layers) * _layer_bytes(shape, key.dtype)
-        temp = {layer: temp_sibling(self.layer_paths(key, layer)[0]) for layer in layers}
+        temp = {layer: _build_folder(self.layer_dir(key, layer)) for layer in layers}
         arrays: dict[int, np.ndarray] = {}
-        unfinished: list[Path] = []  # arrays moved into place whose JSON is not written yet
         own_io = True  # an OSError from our files, not from the build callback
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            # Under the entry's lock, any temp file here is from a build that was killed.
-            remove_temp_files(folder, only_dead=False)
+            remove_dead_builds(folder)
             for layer, path in temp.items():
-                arrays[layer] = _reserved_memmap(path, shape, key.dtype)
+                path.mkdir()
+                arrays[layer] = _reserved_memmap(path / f"{self.layer_dir(key, layer).name}.npy",
+                                                 shape, key.dtype)
             own_io = False
             started = time.perf_counter()
             details = dict(build(arrays) or {})
             seconds = time.perf_counter() - started
             own_io = True
+            given = details.pop("crc32", None) or {}
             for layer in layers:
-                # No msync: a killed process leaves its pages in the page cache, and a file
-                # damaged by a crash fails its checksum and is rebuilt.
-                crc = array_crc32(arrays[layer])
-                array_path, meta_path = self.layer_paths(key, layer)
-                unfinished.append(array_path)
-                os.replace(temp[layer], array_path)
+                array = arrays[layer]
+                if self.flush:
+                    array.flush()  # msync: a reader on another machine must find the bytes on the server
+                name = self.layer_dir(key, layer).name
+                crc = given[layer] if layer in given else array_crc32(array)
                 meta = {"key": key.fields(layer), "shape": list(shape), "dtype": key.dtype,
-                        "crc32": crc, "ids_digest": ids_digest, "created": time.time()}
+                        "crc32": int(crc), "ids_digest": ids_digest, "created": time.time(),
+                        "host": socket.gethostname()}
                 # Not fsynced: the sidecar is verified on read like the array it describes.
-                atomic_write_text(meta_path, json.dumps(meta, indent=1), durable=False)
-                unfinished.remove(array_path)
-            arrays.clear()
+                atomic_write_text(temp[layer] / f"{name}.json", json.dumps(meta, indent=1), durable=False)
+            arrays.clear()  # unmapped before the folders move
+            for layer in layers:
+                if self._commit(key, layer, temp[layer], shape, ids_digest):
+                    # Its checksum was taken from the bytes just written: no need to read them back.
+                    array_path, _ = self.layer_paths(key, layer)
+                    stat = array_path.stat()
+                    self._verified.add((str(array_path), stat.st_size, stat.st_mtime_ns))
         except BaseException as err:
             arrays.clear()  # unmap before removing, so the space is given back
-            for path in [*temp.values(), *unfinished]:
-                path.unlink(missing_ok=True)
+            for path in temp.values():
+                shutil.rmtree(path, ignore_errors=True)
             if own_io and isinstance(err, OSError) and err.errno is not None:
                 raise _write_error(err, folder, needed) from err
             raise
         self._log_build(key, layers, shape, seconds, details)
+
+    def _commit(self, key, layer, temp: Path, shape, ids_digest) -> bool:
+        """Rename the finished layer folder into place; if another builder committed first,
+        keep theirs when it reads back valid (same key: the same numbers), else replace it.
+        True when ours is the one in place."""
+        final = self.layer_dir(key, layer)
+        for _ in range(3):
+            try:
+                os.rename(temp, final)
+                return True
+            except OSError as err:
+                if err.errno not in _TAKEN:
+                    raise
+            try:
+                seen = (final / f"{final.name}.json").stat()
+            except OSError:
+                seen = None
+            try:
+                if seen is None:
+                    raise EntryCorrupt("metadata missing")
+                self._open_layer(key, layer, shape, ids_digest)
+            except EntryCorrupt:
+                self._move_aside(final, seen)
+                continue
+            shutil.rmtree(temp, ignore_errors=True)
+            return False
+        raise RuntimeError(f"store: could not commit {final}: replaced by other builders three times")
 
     def _log_build(self, key, layers, shape, seconds, details) -> None:
         n_images = shape[0] if shape else 0
@@ -324,6 +457,51 @@ class EmbeddingStore:
                        f"{self.builds_log} ({err.strerror or err})")
             log.warning(message)
             warnings.warn(message, StoreWarning, stacklevel=4)
+
+
+def _build_folder(final: Path) -> Path:
+    """A temp folder name next to `final`, unique across processes and machines."""
+    host = _safe(socket.gethostname())
+    return final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}-{host}")
+
+
+def _builder(path: Path) -> tuple[int, str] | None:
+    """(pid, host) of a `_build_folder` name, None for any other name."""
+    try:
+        pid, _, host = path.name.rsplit(TEMP_MARK, 1)[1].split("-", 2)
+        return int(pid), host
+    except (IndexError, ValueError):
+        return None
+
+
+def remove_dead_builds(folder: str | os.PathLike, stale_after: float = STALE_BUILD_S) -> list[Path]:
+    """Remove temp build folders in `folder` whose builder is dead: on this host with its
+    process gone, or untouched for `stale_after` seconds (another machine's, or a reused pid).
+    A live builder elsewhere is never touched. Returns what was removed."""
+    host, now, removed = _safe(socket.gethostname()), time.time(), []
+    for path in Path(folder).glob(f"*{TEMP_MARK}*"):
+        owner = _builder(path)
+        if owner is None:
+            continue
+        pid, builder_host = owner
+        try:
+            age = now - path.stat().st_mtime
+        except OSError:
+            continue
+        if (builder_host == host and not _process_alive(pid)) or age > stale_after:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _reserved_memmap(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap:

@@ -213,7 +213,7 @@ def test_ctrl_c_during_extraction_exits_130_and_leaves_no_partial_entry(tmp_path
     assert result.stderr.strip().splitlines()[-1] == "harness extract: interrupted"
     assert "Traceback" not in result.stderr
     assert not _leftovers(store_root)
-    finished = list(store_root.glob("dino/*/*.npy"))  # entries finished before Ctrl-C are whole
+    finished = list(store_root.glob("dino/*/layer-*/*.npy"))  # entries finished before Ctrl-C are whole
     assert all(array.with_suffix(".json").is_file() for array in finished)
     assert len(EmbeddingStore(store_root).builds()) == len(finished)  # one record per finished entry
 

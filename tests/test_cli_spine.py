@@ -70,13 +70,14 @@ def test_extract_fills_the_store_once(capsys, tmp_path, fair1m_world):
             "--profile", "smoke", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    # The smoke profile's views: 112 px tiles (7x7 patches), the original and six transforms.
+    # The smoke profile's 112 px tiles (7x7 patches): the store keeps the clean view (the
+    # transformed ones are extracted transiently by the claims run, never persisted).
     views = [line for line in out.splitlines() if "layers [3, 12] of (3, 7, 7, 64) float16" in line]
-    assert len(views) == 7 and all("tiles-fair1m" in line for line in views)
+    assert len(views) == 1 and all("tiles-fair1m" in line for line in views)
     builds = (tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()
-    assert len(builds) == 7 and {json.loads(b)["key"]["model"] for b in builds} == {"dino"}
+    assert len(builds) == 1 and {json.loads(b)["key"]["model"] for b in builds} == {"dino"}
     assert main(args) == 0  # second run reads the cache
-    assert len((tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()) == 7
+    assert len((tmp_path / "cache" / "embeddings" / "builds.jsonl").read_text().splitlines()) == 1
 
 
 def test_extract_synthetic_writes_the_world_once_where_the_claims_look(monkeypatch, tmp_path, capsys):
@@ -120,4 +121,43 @@ def test_extract_defaults_to_the_layers_the_claims_read(capsys, tmp_path, fair1m
             "--data-root", str(fair1m_world), "--limit", "2", "--profile", "smoke", "--quiet"]
     assert main(args) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "tiles-fair1m" in line]
-    assert len(lines) == 7 and all("layers [12] of" in line for line in lines)
+    assert len(lines) == 1 and all("layers [12] of" in line for line in lines)
+
+
+def test_doctor_shows_each_gpu_and_the_faiss_wheel(capsys, monkeypatch):
+    import importlib.metadata
+
+    import faiss
+
+    from harness import devices
+
+    monkeypatch.setattr(devices, "gpus", lambda: [
+        {"index": 0, "name": "NVIDIA H200", "memory_gib": 139.8, "capability": "9.0", "bf16": True},
+        {"index": 1, "name": "Tesla V100", "memory_gib": 32.0, "capability": "7.0", "bf16": False}])
+    real_version = importlib.metadata.version
+
+    def gpu_wheel(dist):
+        if dist == "faiss-gpu-cu12":
+            return "1.9.0"
+        if dist.startswith("faiss"):
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real_version(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", gpu_wheel)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2, raising=False)
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] gpu: torch " in out and "2 GPU(s): xdist worker i extracts on cuda:(i % 2)" in out
+    assert "[ok] gpu 0: NVIDIA H200, 140 GiB, compute capability 9.0, bf16 yes" in out
+    assert "[ok] gpu 1: Tesla V100, 32 GiB, compute capability 7.0, bf16 no (fp32 only)" in out
+    assert "[ok] faiss: faiss-gpu-cu12 1.9.0 [faiss-gpu], 2 GPU(s) visible to faiss" in out
+
+
+def test_doctor_without_faiss_says_the_knn_still_runs(capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real_find_spec(name, *a))
+    assert main(["doctor"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "] faiss:" in line)
+    assert line.startswith("[missing] faiss: none installed") and "still runs" in line

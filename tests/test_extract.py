@@ -12,7 +12,7 @@ import torch
 from harness import extract
 from harness.extract import ArrayView, ImageView, NonFiniteEmbeddingError, embeddings
 from harness.models import load
-from harness.store import EmbeddingStore
+from harness.store import EmbeddingStore, array_crc32
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +140,72 @@ def test_threads_are_shared_among_xdist_workers(monkeypatch):
 
 def test_cpu_batch_size(dino):
     assert extract.choose_batch_size(dino, (224, 224)) == extract.CPU_BATCH
+
+
+# ------------------------------------------------------------------------- precision
+def test_precisions_are_separate_entries(dino, tmp_path, monkeypatch):
+    from harness import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)  # emulated if need be
+    store, view = EmbeddingStore(tmp_path), _view(4, key="prec")
+    fp32 = embeddings(dino, view, store, layers=[12], progress=False)
+    bf16 = embeddings(dino, view, store, layers=[12], progress=False, precision="bf16")
+    assert [b["key"]["precision"] for b in store.builds()] == ["fp32", "bf16"]
+    assert not np.array_equal(fp32[12], bf16[12])  # bf16 arithmetic really ran
+    np.testing.assert_allclose(bf16[12], fp32[12], atol=0.1)
+    assert embeddings(dino, view, store, layers=[12], progress=False, precision="bf16")[12].filename == bf16[12].filename
+    assert len(store.builds()) == 2
+
+
+def test_bf16_without_native_support_is_refused_before_any_work(dino, tmp_path, monkeypatch):
+    from harness import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    store = EmbeddingStore(tmp_path)
+    with pytest.raises(devices.PrecisionUnavailable, match="lacks"):
+        embeddings(dino, _view(2), store, layers=[12], progress=False, precision="bf16")
+    assert store.builds() == [] and not (tmp_path / "dino").exists()
+
+
+# ------------------------------------------------------------------------- the GPU pipeline
+def test_pipelined_extraction_writes_what_the_plain_loop_writes(dino):
+    """The GPU path's pipeline (float16 on the device, two host slots, a writer thread) run
+    on the CPU: the same bytes as the plain loop, with a short last batch."""
+    view = _view(7, key="pipe")
+    shape = (7, 14, 14, 64)
+    plain = {layer: np.zeros(shape, np.float16) for layer in (2, 12)}
+    piped = {layer: np.zeros(shape, np.float16) for layer in (2, 12)}
+    assert extract.extract_into(dino, view, plain, batch_size=3, progress=False, pipelined=False) is None
+    crcs = extract.extract_into(dino, view, piped, batch_size=3, progress=False, pipelined=True)
+    for layer in (2, 12):
+        assert np.abs(plain[layer]).max() > 0
+        np.testing.assert_array_equal(piped[layer], plain[layer])
+        assert crcs[layer] == array_crc32(plain[layer])  # extended batch by batch, in order
+
+
+def test_pipelined_extraction_names_a_non_finite_sample(dino, monkeypatch):
+    original = dino.patch_tokens
+    calls = []
+
+    def poisoned(x, layers=None):
+        tokens = original(x, layers)
+        calls.append(x.shape[0])
+        if len(calls) == 3:  # the third batch of 2: sample img-5 is its second image
+            tokens[12] = tokens[12].clone()
+            tokens[12][1, 0, 0, 0] = float("inf")
+        return tokens
+
+    monkeypatch.setattr(dino, "patch_tokens", poisoned)
+    outputs = {12: np.zeros((7, 14, 14, 64), np.float16)}
+    with pytest.raises(NonFiniteEmbeddingError) as err:
+        extract.extract_into(dino, _view(7), outputs, batch_size=2, progress=False, pipelined=True)
+    assert (err.value.layer, err.value.sample_id, err.value.index) == (12, "img-5", 5)
+
+
+def test_store_entry_and_is_stored(dino, tmp_path):
+    store, view = EmbeddingStore(tmp_path), _view(3, key="probe")
+    entry = extract.store_entry(dino, view, [3, 12], precision="fp32")
+    assert entry.shape == (3, 14, 14, 64) and entry.layers == [3, 12] and entry.key.view_key == "probe"
+    assert not extract.is_stored(dino, view, store, [3, 12])
+    embeddings(dino, view, store, layers=[3, 12], progress=False)
+    assert extract.is_stored(dino, view, store, [3, 12]) and not extract.is_stored(dino, view, store, [4])

@@ -2,14 +2,16 @@
 asserting what a user must see (a clear message naming the problem, the right exit code) and,
 wherever the run can recover, the same numbers as an undisturbed run.
 
-The claims runs here are `pytest claims/` subprocesses on the smoke profile, with the cheapest
-section (object association on the synthetic BDD100K videos, dino and dinov2, claim S6.2).
+The claims runs here are `pytest claims/` subprocesses on the smoke profile, with cheap
+sections: instance retrieval on the synthetic FAIR1M (dino and iBOT, claim S5.4), whose clean
+tiles are persisted in the store, and object association on the synthetic BDD100K videos
+(dino and dinov2, claim S6.2), whose frames are extracted transiently.
 
 Index of the faults tried (this module: [F]; elsewhere: the test that tries it)
 -------------------------------------------------------------------------------
 Claims runs (`pytest claims/`):
  1. a flipped bit in a cached measurement (<cache>/measurements/*.npz)            [F]
- 2. a full disk in the middle of a claims run                                      [F]
+ 2. a full disk: refused by the pre-flight; filling in the middle of a claims run  [F]
  3. two claims runs at once on one cache                                           [F]
  4. a claims run killed (SIGKILL) during extraction, then run again                [F]
  5. random bytes as a model's weights                                              [F]
@@ -46,6 +48,9 @@ Python API and the caches:
 47. a malformed FAIR1M XML, a label map of another size, missing labels,
     invalid BDD JSON, MOT17 gt rows and seqinfo fields, a truncated label PNG
                                                                   test_data_errors.py, [F]
+48. a store that will not fit the cache's disk: stopped before it starts   test_plugin.py, [F]
+49. a shard of a parallel extraction killed mid-entry, then rerun          test_cluster.py
+50. a transient (scratch) extraction on a full disk                        test_scratch.py
 """
 
 from __future__ import annotations
@@ -62,8 +67,14 @@ import pytest
 from tests.faults import MiB, kill_when, read_only_folder, small_filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
+# A claim whose run persists store entries (FAIR1M's clean tiles; the transformed ones and
+# S6's frames are extracted transiently) and caches one measurement per model.
+RETRIEVAL = ["--claims-profile", "smoke", "--claims-models", "dino,ibot", "-k", "S5.4", "--claims-bootstrap", "20"]
 ASSOCIATION = ["--claims-profile", "smoke", "--claims-models", "dino,dinov2", "-k", "S6.2",
                "--claims-bootstrap", "20"]
+# Loaded into a claims run (-p) to blind its pre-flight room check: the disk then fills
+# after the run has started, as when another process writes to it.
+BLIND_PREFLIGHT = ["-p", "tests.faults_blind_preflight"]
 
 
 def claims_command(*args: str) -> list[str]:
@@ -92,12 +103,12 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory) -> tuple[Path, Path]:
-    """The cache and report of an undisturbed association run (the numbers to recover)."""
+    """The cache and report of an undisturbed retrieval run (the numbers to recover)."""
     base = tmp_path_factory.mktemp("undisturbed")
-    result = run_claims(*ASSOCIATION, "--claims-cache-dir", str(base / "cache"),
+    result = run_claims(*RETRIEVAL, "--claims-cache-dir", str(base / "cache"),
                         "--claims-report-dir", str(base / "report"))
     assert result.returncode == 0, output(result)[-3000:]
-    assert claims(base / "report")["S6.2"]["measured"]
+    assert claims(base / "report")["S5.4"]["measured"]
     return base / "cache", base / "report"
 
 
@@ -108,7 +119,7 @@ def test_a_flipped_bit_in_a_cached_measurement_is_rebuilt_never_reported(undistu
     data = bytearray(entry.read_bytes())
     data[len(data) // 2] ^= 0x10
     entry.write_bytes(bytes(data))
-    result = run_claims(*ASSOCIATION, "--claims-cache-dir", str(tmp_path / "cache"),
+    result = run_claims(*RETRIEVAL, "--claims-cache-dir", str(tmp_path / "cache"),
                         "--claims-report-dir", str(tmp_path / "report"))
     assert result.returncode == 0, output(result)[-3000:]
     assert "checksum mismatch" in output(result) and "rebuilding" in output(result)
@@ -116,30 +127,36 @@ def test_a_flipped_bit_in_a_cached_measurement_is_rebuilt_never_reported(undistu
 
 
 def test_a_full_disk_mid_run_fails_only_the_claims_that_needed_the_entry(tmp_path, record_property):
-    """S6.2 (dino, dinov2) is measured while there is room; the disk then fills, and S6.4 needs
-    supervised and mae, whose entries cannot be written: S6.4 ends in error naming the folder
-    and the bytes, S6.2 is still judged, the report is written."""
+    """S6.2 (dino, dinov2) is measured while there is room; the disk then fills after the
+    second run's pre-flight (blinded here: another process filling the disk), and S6.4 needs
+    supervised and mae, whose frames cannot be extracted: S6.4 ends in error naming the
+    folder and the bytes, S6.2 is still judged, the report is written. Without the blind,
+    the pre-flight refuses that run before it starts (test_the_preflight_refuses_...)."""
     with small_filesystem(tmp_path / "disk", 400 * MiB, kind="tmpfs") as disk:
         record_property("filesystem", disk.kind)
         cache, reports = disk.path / "cache", tmp_path / "reports"
         first = run_claims(*ASSOCIATION, "--claims-cache-dir", str(cache), "--claims-report-dir", str(reports / "a"))
         assert first.returncode == 0, output(first)[-3000:]
         disk.fill(leave=64 * 1024)
-        second = run_claims("--claims-profile", "smoke", "--claims-models", "dino,dinov2,supervised,mae",
-                            "-k", "S6.2 or S6.4", "--claims-bootstrap", "20", "--claims-cache-dir", str(cache),
-                            "--claims-report-dir", str(reports / "b"))
+        args = ["--claims-profile", "smoke", "--claims-models", "dino,dinov2,supervised,mae",
+                "-k", "S6.2 or S6.4", "--claims-bootstrap", "20", "--claims-cache-dir", str(cache)]
+        refused = run_claims(*args, "--claims-report-dir", str(reports / "refused"))
+        second = run_claims(*BLIND_PREFLIGHT, *args, "--claims-report-dir", str(reports / "b"))
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR, output(refused)[-3000:]
+    assert "the claims run needs" in refused.stderr and str(cache / "embeddings") in refused.stderr
+    assert not (reports / "refused" / "claims.json").exists()
     assert second.returncode == 1, output(second)[-3000:]
     verdicts = claims(reports / "b")
     assert verdicts["S6.2"]["verdict"] == "not judged" and verdicts["S6.2"]["measured"]  # untrained, judged
     assert verdicts["S6.4"]["verdict"] == "error"
-    assert "no space for the embedding cache" in verdicts["S6.4"]["message"]
+    assert "no space for transient embeddings in " + str(cache / "scratch") in verdicts["S6.4"]["message"]
     assert "bytes" in verdicts["S6.4"]["message"]
     assert not list(cache.rglob("*.tmp-*")), "a partial file was left behind"
 
 
 def test_two_claims_runs_at_once_build_each_entry_once_and_agree(undisturbed, tmp_path):
     cache = tmp_path / "cache"
-    runs = [subprocess.Popen(claims_command(*ASSOCIATION, "--claims-cache-dir", str(cache),
+    runs = [subprocess.Popen(claims_command(*RETRIEVAL, "--claims-cache-dir", str(cache),
                                             "--claims-report-dir", str(tmp_path / f"report{i}")),
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env={**os.environ, "HF_HUB_OFFLINE": "1"}) for i in (1, 2)]
@@ -154,12 +171,12 @@ def test_two_claims_runs_at_once_build_each_entry_once_and_agree(undisturbed, tm
 
 def test_a_run_killed_during_extraction_then_rerun_gives_the_undisturbed_numbers(undisturbed, tmp_path):
     cache = tmp_path / "cache"
-    killed = kill_when(claims_command(*ASSOCIATION, "--claims-cache-dir", str(cache),
+    killed = kill_when(claims_command(*RETRIEVAL, "--claims-cache-dir", str(cache),
                                       "--claims-report-dir", str(tmp_path / "killed")),
                        ready=lambda: any((cache / "embeddings").rglob("*.tmp-*")) if cache.exists() else False,
                        cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert killed.returncode == -9
-    result = run_claims(*ASSOCIATION, "--claims-cache-dir", str(cache), "--claims-report-dir", str(tmp_path / "again"))
+    result = run_claims(*RETRIEVAL, "--claims-cache-dir", str(cache), "--claims-report-dir", str(tmp_path / "again"))
     assert result.returncode == 0, output(result)[-3000:]
     assert numbers(tmp_path / "again") == numbers(undisturbed[1])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import harness.probes.knn as knn_module
 from harness.probes import knn_predict, knn_search
@@ -73,7 +74,7 @@ def test_every_stage_alone_is_exact(monkeypatch):
     base, query = make(1200), make(200)
     ref_dist, ref_idx = brute_force(base, query, 3)
     # Only the float64 last stage.
-    monkeypatch.setattr(knn_module, "_stages", lambda base, dim: [])
+    monkeypatch.setattr(knn_module, "_stages", lambda base, dim, device: [])
     knn_module.STAGE_COUNTS.clear()
     dist, idx = knn_search(base, query, 3)
     assert knn_module.STAGE_COUNTS["float64"] == len(query)
@@ -99,8 +100,18 @@ def test_gpu_code_path_wiring(monkeypatch):
     """faiss-gpu's GpuIndexFlatL2 stood in for by the CPU IndexFlatL2 (same add/search API)."""
     import faiss
 
+    configs = []
+
+    class Config:
+        device = None
+
+    def gpu_index(res, dim, config):
+        configs.append(config.device)
+        return faiss.IndexFlatL2(dim)
+
     monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
-    monkeypatch.setattr(faiss, "GpuIndexFlatL2", lambda res, dim: faiss.IndexFlatL2(dim), raising=False)
+    monkeypatch.setattr(faiss, "GpuIndexFlatConfig", Config, raising=False)
+    monkeypatch.setattr(faiss, "GpuIndexFlatL2", gpu_index, raising=False)
     monkeypatch.setattr(knn_module, "_faiss_gpus", lambda: 1)
     rng = np.random.default_rng(10)
     make = mae_like(rng, 0, loudness=100.0)
@@ -108,9 +119,103 @@ def test_gpu_code_path_wiring(monkeypatch):
     knn_module.STAGE_COUNTS.clear()
     dist, idx = knn_search(base, query, 2, chunk_size=128)
     assert knn_module.STAGE_COUNTS["faiss-gpu-float32"] > 0 and not knn_module.STAGE_COUNTS["bf16"]
+    assert configs == [0]  # one index, on GPU 0, built once for every chunk
     ref_dist, ref_idx = brute_force(base, query, 2)
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(dist, ref_dist)
+
+
+def _device_path_on_cpu(monkeypatch):
+    """The CUDA path (torch GEMM stages, float64 re-rank on the device, numpy winners) run
+    with CPU tensors: the same code, only the tensors' device differs."""
+    monkeypatch.setattr(knn_module, "_stages",
+                        lambda base, dim, device: knn_module._device_stages(base, dim, torch.device("cpu")))
+    knn_module.STAGE_COUNTS.clear()
+
+
+@pytest.mark.parametrize("loudness", [1.0, 100.0])
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_device_path_matches_float64_brute_force(monkeypatch, loudness, dtype):
+    _device_path_on_cpu(monkeypatch)
+    monkeypatch.setattr(knn_module, "DEVICE_BLOCK_ROWS", 256)  # several blocks, as on a GPU
+    rng = np.random.default_rng(11)
+    make = mae_like(rng, 0, loudness=loudness, dtype=dtype)
+    base, query = make(1500), make(300)
+    query[:10] = base[:10]
+    base[7] = base[8]  # an exact tie: index 7 wins
+    query[10] = base[8]
+    for k in (1, 3):
+        dist, idx = knn_search(base, query, k=k, chunk_size=128)
+        ref_dist, ref_idx = brute_force(base, query, k)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(dist, ref_dist)  # numpy's float64 sums, bit for bit
+    counts = knn_module.STAGE_COUNTS
+    assert counts["torch-cpu-bf16"] > 0 and counts["torch-cpu-bf16"] + counts["torch-cpu-float32"] \
+        + counts["float64"] == 2 * len(query)
+    assert not counts["bf16"] and not counts["faiss-float32"]
+
+
+def test_device_path_float32_stage_proves_what_bf16_cannot(monkeypatch):
+    """MAE-like data near base rows: the bf16 bound is too wide for many queries; the
+    float32 GEMM stage (TF32 off on a GPU) proves them; and with groups excluded."""
+    _device_path_on_cpu(monkeypatch)
+    rng = np.random.default_rng(12)
+    make = mae_like(rng, 0, dim=64, loudness=300.0, offset=50.0)
+    base = make(2000)
+    query = base[:200] + rng.normal(scale=0.3, size=(200, 64)).astype(np.float32)  # near-hits
+    dist, idx = knn_search(base, query, 2)
+    ref_dist, ref_idx = brute_force(base, query, 2)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
+    assert knn_module.STAGE_COUNTS["torch-cpu-float32"] > 0
+    groups, query_groups = rng.integers(0, 20, len(base)), rng.integers(0, 20, len(query))
+    dist, idx = knn_search(base, query, 2, exclude=(groups, query_groups))
+    ref_dist, ref_idx = brute_force(base, query, 2, exclude=(groups, query_groups))
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
+
+
+def test_device_rerank_differences_are_settled_by_numpy(monkeypatch):
+    """A device whose float64 sums differ from numpy's by a few ulps (another summation
+    order) must not change the answer: near-ties are re-ranked by numpy."""
+    _device_path_on_cpu(monkeypatch)
+    real = knn_module._device_rerank
+    rng = np.random.default_rng(13)
+
+    def jittered(base, device):
+        rerank = real(base, device)
+        return lambda q, cand: rerank(q, cand) * (1 + rng.uniform(-4, 4, cand.shape) * 2.0**-53)
+
+    monkeypatch.setattr(knn_module, "_device_rerank", jittered)
+    base = rng.normal(size=(600, 32)).astype(np.float32)
+    query = base[:100] + np.float32(1e-3)
+    base[300:400] = base[:100]  # every query has two rows at the same distance: index order decides
+    _, idx = knn_search(base, query, 1)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(100))
+
+
+def test_search_device_follows_the_pinned_device(monkeypatch):
+    from harness import devices
+
+    monkeypatch.setattr(devices, "_pinned", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert knn_module.search_device() == torch.device("cpu")
+    assert knn_module.search_device(2) == torch.device("cuda", 2)
+    monkeypatch.setattr(devices, "_pinned", torch.device("cuda", 1))
+    assert knn_module.search_device() == torch.device("cuda", 1)
+    assert knn_module.search_device("cpu") == torch.device("cpu")
+
+
+def test_cpu_path_runs_without_faiss(monkeypatch):
+    """The GPU machine has no faiss unless carried: the CPU stages then skip faiss."""
+    monkeypatch.setattr(knn_module, "_has_faiss", lambda: False)
+    monkeypatch.setattr(knn_module, "_use_bf16", lambda: False)
+    knn_module.STAGE_COUNTS.clear()
+    rng = np.random.default_rng(14)
+    base, query = rng.normal(size=(300, 8)), rng.normal(size=(40, 8))
+    dist, idx = knn_search(base, query, 2, device="cpu")
+    np.testing.assert_array_equal(idx, brute_force(base, query, 2)[1])
+    assert knn_module.STAGE_COUNTS["float64"] == len(query)
 
 
 def test_many_exact_ties_fall_through_and_stay_exact(monkeypatch):
@@ -150,7 +255,7 @@ def test_a_stage_that_breaks_its_bound_is_caught(monkeypatch):
         return np.zeros(idx.shape), idx, np.full(len(idx), np.inf)
 
     liar = knn_module._Stage("liar", lying_search, lambda qn, b: np.zeros_like(qn))
-    monkeypatch.setattr(knn_module, "_stages", lambda base, dim: [liar])
+    monkeypatch.setattr(knn_module, "_stages", lambda base, dim, device: [liar])
     with pytest.warns(RuntimeWarning, match="exceeded its error bound"):
         dist, idx = knn_search(base, query, 1)
     np.testing.assert_array_equal(idx, ref_idx)
@@ -227,3 +332,14 @@ def test_bad_inputs_have_clear_errors():
         knn_search(x, x, exclude=(np.zeros(5, int), np.zeros(5, int)))
     with pytest.warns(MissingClassWarning, match=r"classes \[2\]"):
         knn_predict(x, np.array([0, 1, 0, 1, 3]), x, num_classes=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_centring_on_the_device_rounds_as_on_the_cpu(dtype):
+    """The GPU builds its search copies from the rows it holds: the same float32 values."""
+    rng = np.random.default_rng(15)
+    raw = (rng.normal(size=(300, 24)) * 50 + 7).astype(dtype)
+    base = knn_module._Base.prepare(raw, None, with_bf16=False)
+    cpu = torch.device("cpu")
+    np.testing.assert_array_equal(base._centred32_on(cpu, 10, 200, from_rows=True).numpy(),
+                                  base.centred32(10, 200).numpy())

@@ -251,6 +251,7 @@ def usage_error(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     (["--claims-weights", "mae=mae_pretrain.pth"], "*is neither an existing file or folder nor a hub id*"),
     (["--claims-weights", "mae=not a hub id!"], "*is neither an existing file or folder nor a hub id*"),
     (["--claims-weights", "mae"], "*expected NAME=PATH_OR_HUB_ID*"),
+    (["--claims-precision", "fp16"], "*--claims-precision 'fp16': expected one of fp32, bf16*"),
 ])
 def test_nonsense_option_values_are_refused_naming_option_and_value(pytester, args, message):
     usage_error(pytester, *args).stderr.fnmatch_lines([message])
@@ -307,3 +308,37 @@ def test_thresholds_of_every_claim_are_accepted_at_their_defaults(pytester):
     args = [f"--claims-threshold={cid}:{name}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
             for cid, spec in catalogue().items() for name, v in spec.thresholds.items()]
     run(pytester, *args).assert_outcomes(passed=1)
+
+
+def test_bf16_is_refused_where_the_device_has_no_native_bf16(pytester, monkeypatch):
+    import harness.devices
+
+    monkeypatch.setattr(harness.devices, "bf16_supported", lambda device: False)
+    result = usage_error(pytester, "--claims-precision", "bf16")
+    result.stderr.fnmatch_lines(["*--claims-precision 'bf16': bf16 extraction needs native bf16 arithmetic*"])
+
+
+def test_precision_is_in_the_header_and_the_report(planted):
+    reports = planted.path / "out"
+    result = run(planted, "--claims-precision=fp32", f"--claims-report-dir={reports}", "-k", "S3.3")
+    result.stdout.fnmatch_lines(["vit-local-claims: *precision=fp32*"])
+    assert load(reports / "claims.json")["run"]["precision"] == "fp32"
+
+
+def test_a_run_whose_store_would_not_fit_stops_before_it_starts(planted, monkeypatch):
+    """The pre-flight (harness.plan.check_room): the smoke world's entries need a few MB; a
+    cache filesystem with 1,000 bytes free stops the run before any extraction, naming the
+    folder and the bytes; with room, the run records what it planned to write."""
+    import harness.plan
+
+    reports = planted.path / "out"
+    monkeypatch.setattr(harness.plan, "free_bytes", lambda folder: 1000)
+    result = run(planted, "--claims-profile=smoke", f"--claims-report-dir={reports}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*the claims run needs * more in {planted.path / 'cache' / 'embeddings'}*"
+                                 "0.0 MiB free; free space or pass --claims-cache-dir*harness plan*"])
+    assert not (reports / "claims.json").exists() and not (planted.path / "cache" / "embeddings").exists()
+    monkeypatch.undo()
+    result = run(planted, "--claims-profile=smoke", "--claims-bootstrap=0", f"--claims-report-dir={reports}")
+    planned = load(reports / "claims.json")["run_info"]["plan"]
+    assert planned["store_bytes_to_write"] > 0 and planned["free_bytes"] > planned["store_bytes_to_write"]

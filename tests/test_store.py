@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import harness
-from harness.store import EmbeddingStore, EntryKey, StoreWarning
+from harness.io import TEMP_MARK
+from harness.store import STALE_BUILD_S, EmbeddingStore, EntryKey, StoreWarning, remove_dead_builds
 
 SHAPE = (5, 2, 3, 4)
 LAYERS = [1, 2, 12]
@@ -77,7 +78,7 @@ def test_only_missing_layers_are_built(tmp_path):
 
 @pytest.mark.parametrize("change", [
     {"model": "mae"}, {"weights_digest": "def"}, {"view_key": "view-2"},
-    {"image_size": (48, 32)}, {"harness_version": "0.0.9"},
+    {"image_size": (48, 32)}, {"harness_version": "0.0.9"}, {"precision": "bf16"},
 ])
 def test_every_key_field_separates_entries(tmp_path, change):
     store, build = EmbeddingStore(tmp_path), CountingBuild()
@@ -225,3 +226,154 @@ def test_parallel_processes_build_an_entry_once(tmp_path):
     assert [p.exitcode for p in processes] == [0, 0, 0]
     assert len(counter.read_text().splitlines()) == 1
     assert len((tmp_path / "store" / "builds.jsonl").read_text().splitlines()) == 1
+
+
+# ------------------------------------------------------- many machines, no working locks
+def _unlocked_builder(root, counter_path, barrier, delay):
+    store = EmbeddingStore(root, lock=False)  # as on a filesystem whose locks do not work
+
+    def build(arrays):
+        with open(counter_path, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        for layer, array in arrays.items():
+            for i in range(len(array)):  # slowly, row by row: a reader would catch a half entry
+                array[i] = _values(layer)[i]
+                time.sleep(delay)
+
+    barrier.wait()
+    arrays = _get(store, build)
+    assert all(np.array_equal(arrays[layer], _values(layer)) for layer in LAYERS)
+
+
+def _reader(root, stop, seen_path):
+    store, complete = EmbeddingStore(root, lock=False), 0
+    while not stop.is_set():
+        arrays = store.read(_key(), LAYERS, SHAPE)
+        if arrays is not None:
+            assert all(np.array_equal(arrays[layer], _values(layer)) for layer in LAYERS)
+            complete += 1
+        store = EmbeddingStore(root, lock=False)  # verify afresh every time
+    seen_path.write_text(str(complete))
+
+
+def test_unlocked_builders_on_one_entry_give_one_valid_entry_and_no_reader_sees_half(tmp_path):
+    """Two builders without the lock (two machines on NFS) both build; each layer is committed
+    by one folder rename, the first wins and the other discards its copy; a reader polling
+    all the while sees the entry whole or not at all."""
+    context = multiprocessing.get_context("fork")
+    barrier, stop = context.Barrier(2), context.Event()
+    root, counter, seen = tmp_path / "store", tmp_path / "builds.txt", tmp_path / "seen.txt"
+    reader = context.Process(target=_reader, args=(root, stop, seen))
+    reader.start()
+    builders = [context.Process(target=_unlocked_builder, args=(root, counter, barrier, delay))
+                for delay in (0.02, 0.03)]
+    for process in builders:
+        process.start()
+    for process in builders:
+        process.join(60)
+    time.sleep(0.2)
+    stop.set()
+    reader.join(60)
+    assert [p.exitcode for p in builders] == [0, 0] and reader.exitcode == 0
+    assert len(counter.read_text().splitlines()) == 2  # no lock: both built
+    assert int(seen.read_text()) > 0  # the reader did see the finished entry
+    store = EmbeddingStore(root)
+    arrays = store.read(_key(), LAYERS, SHAPE)
+    assert arrays is not None and all(np.array_equal(arrays[k], _values(k)) for k in LAYERS)
+    assert not list(root.rglob(f"*{TEMP_MARK}*"))  # the loser's copy is gone
+    assert len(store.builds()) == 2
+
+
+def test_a_later_builder_keeps_the_committed_layer(tmp_path):
+    store = EmbeddingStore(tmp_path, lock=False)
+    _get(store, CountingBuild())
+    array_path, _ = store.layer_paths(_key(), 2)
+    before = array_path.stat().st_ino
+    store._build(_key(), [2], SHAPE, CountingBuild(), None)  # as a second machine would
+    assert array_path.stat().st_ino == before
+    assert not list(tmp_path.rglob(f"*{TEMP_MARK}*"))
+    # A damaged committed layer is replaced by the later builder's.
+    data = bytearray(array_path.read_bytes())
+    data[-1] ^= 0xFF
+    array_path.write_bytes(bytes(data))
+    store._build(_key(), [2], SHAPE, CountingBuild(), None)
+    np.testing.assert_array_equal(EmbeddingStore(tmp_path).read(_key(), [2], SHAPE)[2], _values(2))
+
+
+def test_only_dead_builders_temp_folders_are_removed(tmp_path, monkeypatch):
+    import socket
+
+    here = socket.gethostname()
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    dead = multiprocessing.get_context("fork").Process(target=lambda: None)
+    dead.start()
+    dead.join()
+    names = {
+        "dead-here": f"layer-01{TEMP_MARK}{dead.pid}-aa-{here}",
+        "alive-here": f"layer-02{TEMP_MARK}{os.getpid()}-bb-{here}",
+        "elsewhere": f"layer-03{TEMP_MARK}{dead.pid}-cc-other-host.example",  # may still run there
+        "old-elsewhere": f"layer-04{TEMP_MARK}{dead.pid}-dd-other-host.example",
+    }
+    for name in names.values():
+        (folder / name).mkdir()
+    old = time.time() - STALE_BUILD_S - 60
+    os.utime(folder / names["old-elsewhere"], (old, old))
+    removed = {path.name for path in remove_dead_builds(folder)}
+    assert removed == {names["dead-here"], names["old-elsewhere"]}
+    assert (folder / names["alive-here"]).is_dir() and (folder / names["elsewhere"]).is_dir()
+
+
+def test_filesystem_without_locks_builds_unlocked(tmp_path, monkeypatch):
+    import errno
+
+    import filelock
+
+    def no_locks(self, *args, **kwargs):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks)
+    build = CountingBuild()
+    arrays = _get(EmbeddingStore(tmp_path), build)
+    assert build.calls == [LAYERS] and np.array_equal(arrays[12], _values(12))
+
+
+def test_a_builders_checksum_is_recorded_and_not_read_back(tmp_path, monkeypatch):
+    import harness.store as store_module
+
+    real, calls = store_module.array_crc32, []
+    monkeypatch.setattr(store_module, "array_crc32", lambda a: calls.append(1) or real(a))
+
+    def build(arrays):
+        CountingBuild()(arrays)
+        return {"crc32": {layer: real(_values(layer)) for layer in arrays}}
+
+    store = EmbeddingStore(tmp_path)
+    _get(store, build)
+    assert calls == []  # given by the builder (computed while writing), not read back
+    assert EmbeddingStore(tmp_path).read(_key(), LAYERS, SHAPE) is not None and len(calls) == 3
+
+    def lying(arrays):
+        CountingBuild()(arrays)
+        return {"crc32": {layer: 12345 for layer in arrays}}
+
+    other = _key(view_key="view-2")
+    _get(EmbeddingStore(tmp_path), lying, key=other)
+    with pytest.warns(StoreWarning, match="checksum mismatch"):  # a fresh reader checks the bytes
+        _get(EmbeddingStore(tmp_path), CountingBuild(), key=other)
+
+
+def test_arrays_are_flushed_before_commit_on_network_filesystems(tmp_path, monkeypatch):
+    from harness.store import on_network_filesystem
+
+    mounts = (f"server:/export {tmp_path} nfs4 rw,relatime 0 0\n"
+              f"/dev/sda1 / ext4 rw 0 0\n")
+    assert on_network_filesystem(tmp_path / "not" / "yet", mounts)
+    assert not on_network_filesystem(tmp_path.parent, mounts)
+    assert not on_network_filesystem(tmp_path, "/dev/sda1 / ext4 rw 0 0\n")
+    flushed = []
+    monkeypatch.setattr(np.memmap, "flush", lambda self: flushed.append(self.filename))
+    _get(EmbeddingStore(tmp_path / "local", flush=False), CountingBuild())
+    assert flushed == []
+    _get(EmbeddingStore(tmp_path / "nfs", flush=True), CountingBuild())
+    assert len(flushed) == 3 and all(".tmp-" in str(name) for name in flushed)  # before the rename

@@ -61,31 +61,50 @@ def check_datasets(data_root=None) -> list[tuple[str, bool, str]]:
 
 
 def check_gpu() -> list[tuple[str, bool, str]]:
+    """torch and CUDA versions, then one line per GPU: name, memory, compute capability and
+    whether it extracts in bf16 (--precision bf16 needs it)."""
     import torch
 
-    if torch.cuda.is_available():
-        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        return [("gpu", True, f"CUDA {torch.version.cuda}: {names}")]
-    return [("gpu", False, "no CUDA device: extraction runs on CPU (slow for the paper "
-                           "profile); install a CUDA build of torch on a GPU machine")]
+    from harness import devices
+
+    versions = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none (a CPU build of torch)'}"
+    found = devices.gpus()
+    if not found:
+        bf16 = "fp32 or bf16 (native here)" if devices.cpu_has_native_bf16() else "fp32 (no native bf16 here)"
+        return [("gpu", False, f"{versions}; no CUDA device: extraction runs on CPU (slow for the paper "
+                               f"profile) in {bf16}; install a CUDA build of torch on a GPU machine")]
+    lines = [("gpu", True, f"{versions}; {len(found)} GPU(s): xdist worker i extracts on cuda:(i % {len(found)})")]
+    for gpu in found:
+        lines.append((f"gpu {gpu['index']}", True,
+                      f"{gpu['name']}, {gpu['memory_gib']:.0f} GiB, compute capability {gpu['capability']}, "
+                      f"bf16 {'yes' if gpu['bf16'] else 'no (fp32 only)'}"))
+    return lines
+
+
+FAISS_WHEELS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11")
 
 
 def check_faiss() -> list[tuple[str, bool, str]]:
+    """Which faiss wheel provides `import faiss` (faiss-cpu, faiss-gpu, none) and how many
+    GPUs it sees. Without faiss-gpu the exact k-NN runs on a GPU through torch."""
     installed = {}
-    for dist in ("faiss-gpu", "faiss-cpu", "faiss-gpu-cu12", "faiss-gpu-cu11"):
+    for dist in FAISS_WHEELS:
         try:
             installed[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             pass
     if importlib.util.find_spec("faiss") is None:
-        return [("faiss", False, "not installed: pip install -e '.[cpu]' (or '.[gpu]' on a GPU machine)")]
+        return [("faiss", False, "none installed: pip install -e '.[cpu]' (or '.[gpu]' on a GPU machine); "
+                                 "the exact k-NN still runs (torch on a GPU, float64 on the CPU), slower")]
     import faiss
 
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     variant = ", ".join(f"{d} {v}" for d, v in installed.items()) or "faiss (unknown wheel)"
-    if len([d for d in installed if d.startswith("faiss-")]) > 1:
+    if len(installed) > 1:
         return [("faiss", False, f"{variant}: two faiss wheels share `import faiss`; keep one")]
-    return [("faiss", True, f"{variant}, {gpus} GPU(s) visible to faiss")]
+    kind = "faiss-gpu" if any(d.startswith("faiss-gpu") for d in installed) else "faiss-cpu"
+    note = "" if gpus or kind == "faiss-cpu" else " (a GPU build that sees no GPU)"
+    return [("faiss", True, f"{variant} [{kind}], {gpus} GPU(s) visible to faiss{note}")]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--cache-dir", help="embedding and measurement cache (default $VITCLAIMS_CACHE or "
                                             "~/.cache/vit-local-claims)")
     parser.add_argument("--train-seeds", type=positive_int, default=1, help="as --claims-train-seeds (default 1)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="as --claims-precision: the store entries of this precision count as cached")
     parser.add_argument("--workers", type=positive_int, default=4, help="pytest -n workers (default 4)")
     parser.add_argument("--sections", nargs="+", metavar="SECTION",
                         help="only these sections (prefixes of segmentation/cityscapes, segmentation/ade20k, "
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         for name in models:
             get_spec(name)  # an unknown model is a usage error naming the known ones
     options = planning.PlanOptions(profile=args.profile, models=models, data_root=_data_root(args.data_root),
-                                   cache_dir=args.cache_dir, train_seeds=args.train_seeds,
+                                   cache_dir=args.cache_dir, train_seeds=args.train_seeds, precision=args.precision,
                                    limit=args.limit, sections=tuple(args.sections) if args.sections else None,
                                    workers=args.workers)
     plan = planning.build_plan(options)

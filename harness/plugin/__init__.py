@@ -9,6 +9,8 @@ validation), `session` (results, the run folder shared with xdist workers, the r
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness.plugin import judging
@@ -64,7 +66,8 @@ def pytest_configure_node(node) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     o = run_options(config)
     lines = [f"vit-local-claims: profile={o.profile}, data root={o.data_root or 'unset'}, "
-             f"cache dir={o.cache_dir}, models={','.join(o.models)}, report dir={o.report_dir}"]
+             f"cache dir={o.cache_dir}, models={','.join(o.models)}, precision={o.precision}, "
+             f"report dir={o.report_dir}"]
     if o.weights:
         lines.append("vit-local-claims weights: " + ", ".join(f"{k}={v}" for k, v in o.weights.items()))
     if o.baseline:
@@ -85,7 +88,37 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = ([item for item, cid in marked if not (cid or "").startswith("X.")]
                 + sorted((item for item, cid in marked if (cid or "").startswith("X.")),
                          key=lambda item: claim_order(judging.claim_id_of(item))))
-    ClaimsSession.of(config).claim_items = sum(1 for _, cid in marked if cid)
+    claims = ClaimsSession.of(config)
+    claims.claim_items = sum(1 for _, cid in marked if cid)
+    if not claims.worker:
+        _check_room(claims, _workers(config))
+
+
+def _workers(config: pytest.Config) -> int:
+    """The run's xdist workers (-n N; 'auto' and 'logical' as xdist counts them), 1 without."""
+    n = getattr(config.option, "numprocesses", None)
+    if isinstance(n, int):
+        return max(1, n)
+    if n in ("auto", "logical"):
+        import os
+
+        return max(1, os.cpu_count() or 1)
+    return 1
+
+
+def _check_room(claims: ClaimsSession, workers: int) -> None:
+    """The pre-flight: a run whose store entries (plus each worker's scratch) would not fit
+    the cache's filesystem stops before anything is extracted, saying what it needs where
+    (`harness plan` shows the whole table)."""
+    from harness.plan import NotEnoughRoomError, check_room
+
+    try:
+        plan = check_room(dataclasses.replace(claims.options, workers=workers))
+    except NotEnoughRoomError as err:
+        claims.claim_items = 0  # nothing ran: no report, and an earlier one stays as it was
+        raise pytest.UsageError(f"{err}; `harness plan` shows what each model and section needs") from None
+    claims.record_run_info("plan", {"store_bytes_to_write": plan.bytes_to_write,
+                                    "scratch_peak_bytes": plan.scratch_peak, "free_bytes": plan.free_bytes})
 
 
 @pytest.hookimpl(tryfirst=True)

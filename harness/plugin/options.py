@@ -55,6 +55,9 @@ def addoption(parser: pytest.Parser) -> None:
                     help="bootstrap resamples per claim (X.1; default 1000 on paper, 100 on smoke; 0: none)")
     group.addoption("--claims-train-seeds", default="1", metavar="N",
                     help="X.1: judge the few-shot claims on N independently drawn training subsets (default 1)")
+    group.addoption("--claims-precision", default="fp32", metavar="fp32|bf16",
+                    help="extraction arithmetic: fp32 (default, the paper's) or bf16 where the device has "
+                         "it natively (then X.3 compares a fixed slice of every section with fp32)")
     group.addoption("--claims-tolerance", default=None, metavar="T",
                     help=f"absolute drop of a higher-is-better metric (mIoU, accuracy, R^2, rate of a "
                          f"good retrieval outcome) below --claims-baseline that fails as a regression "
@@ -80,6 +83,8 @@ class RunOptions:
     train_seeds: int
     tolerance: float
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: str = "fp32"
+    workers: int = 1  # xdist workers (the pre-flight counts one scratch peak each)
 
     @property
     def untrained(self) -> bool:
@@ -115,7 +120,22 @@ def parse(option: Any) -> RunOptions:
         data_root=str(data_root) if data_root else None, cache_dir=str(cache_dir),
         report_dir=option.claims_report_dir, baseline=option.claims_baseline, bootstrap=bootstrap,
         train_seeds=train_seeds, tolerance=tolerance, thresholds=thresholds,
+        precision=_precision(option.claims_precision),
     )
+
+
+def _precision(raw: Any) -> str:
+    """fp32, or bf16 where the run's first device (what worker 0 is pinned to) has it."""
+    from harness import devices
+
+    value = str(raw).strip().lower()
+    if value not in devices.PRECISIONS:
+        raise pytest.UsageError(f"--claims-precision {raw!r}: expected one of {', '.join(devices.PRECISIONS)}")
+    try:
+        devices.check_precision(value, devices.device_for_worker(0))
+    except devices.PrecisionUnavailable as err:
+        raise pytest.UsageError(f"--claims-precision {raw!r}: {err}") from None
+    return value
 
 
 def _count(name: str, raw: Any, default: int, minimum: int) -> int:

@@ -10,8 +10,10 @@ Each query goes through a cascade of stages until one can *prove* it found the a
 
 1. candidates: a fast, lossy search returns k' > k candidates with approximate distances
    d~ (bf16 GEMM with float32 accumulation on CPUs with native bf16 dot products; faiss
-   float32 `knn` on other CPUs; faiss-gpu when a GPU is present). The data are centred on
-   the base mean (rounded to float32) first, which shrinks the norms the error scales with.
+   float32 `knn` on other CPUs; on a CUDA device a torch bf16 GEMM, then faiss-gpu where it
+   is installed and sees that GPU, else a torch float32 GEMM with TF32 off). The data are
+   centred on the base mean (rounded to float32) first, which shrinks the norms the error
+   scales with.
 2. a rigorous error bound E(q) >= |d~ - d| for every base row, from floating-point error
    analysis of ||q||^2 + ||b||^2 - 2<q, b> (E grows with (||q|| + max ||b||)^2 and the unit
    roundoff of the stage; see `_Stage`).
@@ -27,6 +29,14 @@ Each query goes through a cascade of stages until one can *prove* it found the a
    observed |d~ - d| of every re-ranked candidate is checked against E; a violation sends
    the whole chunk to the next stage (with a warning).
 
+On a CUDA device (`device=`, else the process's pinned device, harness.devices) the base
+is held on the GPU (its rows as given, plus a bf16 copy, and a float32 one only if a query
+falls through to it), and the float64 re-rank of the candidates runs there too. Its float64
+sums may differ from numpy's in the last bits (another summation order), so each query's
+winners are taken from the candidates within a relative 3 (D + 2) 2^-52 of its k-th re-ranked
+distance, re-ranked once more on the CPU by numpy: the labels and distances are exactly the
+CPU path's. The float64 last stage runs on the CPU.
+
 Memory: queries are processed in chunks of `chunk_size` rows (default 4096), so the
 per-chunk buffers do not grow with the number of queries: the bf16 GEMM output is
 chunk x BASE_BLOCK_ROWS (4096 x 8192 x 2 B = 64 MiB) at a time, the float64 re-rank
@@ -39,15 +49,16 @@ block by block, never converted whole).
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from harness import devices
 from harness.probes._validate import as_feature_matrix, as_labels, check_finite
 
 BASE_BLOCK_ROWS = 8192  # bf16 stage: base rows per GEMM block (output chunk x 8192 bf16)
@@ -57,6 +68,8 @@ DEFAULT_CHUNK = 4096
 PREP_ROWS = 65536  # base rows centred / converted at a time
 PER_BLOCK_EXTRA = 7  # bf16 stage keeps k + 7 (+ the largest excluded group) rows per block
 EXTRA_CANDIDATES = 31  # k' = k + 31 (+ the largest excluded group): ~99.7% proven at bf16
+DEVICE_BLOCK_ROWS = 32768  # torch stages on a GPU: base rows per GEMM block (fewer launches)
+DEVICE_RERANK_BYTES = 1 << 30  # float64 gather budget of one re-rank batch on a GPU
 
 
 # How many queries each stage has settled since import (diagnostics for tests/benchmarks).
@@ -67,20 +80,23 @@ class MissingClassWarning(UserWarning):
     """A class that should exist has no training example, so it can never be predicted."""
 
 
-@functools.cache
 def _cpu_has_native_bf16() -> bool:
     """bf16 GEMM is only fast (and only then worth it) with avx512_bf16 / AMX dot products."""
+    return devices.cpu_has_native_bf16()
+
+
+def _has_faiss() -> bool:
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
+        import faiss  # noqa: F401
+    except ImportError:
         return False
-    return torch.backends.mkldnn.is_available() and (
-        "avx512_bf16" in flags or "amx_bf16" in flags
-    )
+    return True
 
 
 def _faiss_gpus() -> int:
+    """GPUs faiss sees (0 with faiss-cpu, or without faiss: the GPU machine may lack it)."""
+    if not _has_faiss():
+        return 0
     import faiss
 
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
@@ -101,6 +117,7 @@ class _Base:
     groups: np.ndarray | None
     _f32: np.ndarray | None = None
     _bf16_aug: torch.Tensor | None = None
+    _on_device: dict = field(default_factory=dict)  # (what, device, dtype) -> tensor
 
     @classmethod
     def prepare(cls, raw: np.ndarray, groups: np.ndarray | None, with_bf16: bool) -> _Base:
@@ -153,6 +170,47 @@ class _Base:
         assert self._bf16_aug is not None, "prepare(with_bf16=True) builds the bf16 copy"
         return self._bf16_aug
 
+    def aug(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Rows (b, -||b||^2/2, 0...) in `dtype` on `device` (see prepare), built on first use."""
+        if device.type == "cpu" and dtype == torch.bfloat16 and self._bf16_aug is not None:
+            return self._bf16_aug
+        key = ("aug", str(device), dtype)
+        if key not in self._on_device:
+            dim = self.raw.shape[1]
+            out = torch.zeros((self.n, -(-(dim + 1) // 32) * 32), dtype=dtype, device=device)
+            for s in range(0, self.n, PREP_ROWS):
+                block = self._centred32_on(device, s, s + PREP_ROWS)
+                out[s : s + PREP_ROWS, :dim] = block
+                out[s : s + PREP_ROWS, dim] = -0.5 * (block * block).sum(1)
+            self._on_device[key] = out
+        return self._on_device[key]
+
+    def _centred32_on(self, device: torch.device, start: int, stop: int, from_rows: bool | None = None) -> torch.Tensor:
+        """`centred32` computed on `device` from the rows held there (the same float32
+        roundings: one subtraction, or a float64 one rounded once for float64 rows);
+        from_rows: default on any device but the CPU."""
+        if not (device.type != "cpu" if from_rows is None else from_rows):
+            return self.centred32(start, stop)
+        rows = self.rows_on(device)[start:stop]
+        centre = torch.from_numpy(self.centre).to(device)
+        if rows.dtype == torch.float64:
+            return (rows - centre.double()).float()
+        return rows.float() - centre
+
+    def rows_on(self, device: torch.device) -> torch.Tensor:
+        """The caller's rows, in their own dtype, on `device` (for the float64 re-rank)."""
+        key = ("raw", str(device), self.raw.dtype)
+        if key not in self._on_device:
+            out = torch.empty(self.raw.shape, dtype=_TORCH_DTYPES[self.raw.dtype], device=device)
+            for s in range(0, self.n, PREP_ROWS):
+                out[s : s + PREP_ROWS] = torch.from_numpy(np.array(self.raw[s : s + PREP_ROWS])).to(device)
+            self._on_device[key] = out
+        return self._on_device[key]
+
+
+_TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
+                 np.dtype(np.float64): torch.float64}
+
 
 @dataclass(frozen=True)
 class _Stage:
@@ -175,6 +233,9 @@ class _Stage:
     # k' candidates by approximate distance and a floor under the d~ of every other row.
     search: Callable[[np.ndarray, int, int], SearchResult]
     bound: Callable[[np.ndarray, float], np.ndarray]
+    # rerank(raw queries, candidates [n, w]) -> float64 distances on another device (whose
+    # sums may differ from numpy's in the last bits); None: numpy's, on the CPU.
+    rerank: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 def _float32_bound(dim: int) -> Callable[[np.ndarray, float], np.ndarray]:
@@ -183,49 +244,111 @@ def _float32_bound(dim: int) -> Callable[[np.ndarray, float], np.ndarray]:
 
 
 def _bf16_bound(dim: int) -> Callable[[np.ndarray, float], np.ndarray]:
-    u_b = 2.0**-9 * (1 + 2.0**-14)
+    return _gemm_bound(dim, 2.0**-9 * (1 + 2.0**-14))
+
+
+def _gemm_bound(dim: int, u_in: float) -> Callable[[np.ndarray, float], np.ndarray]:
+    """The augmented GEMM's bound (see `_Stage`) for inputs and output rounded with unit
+    roundoff u_in (bf16: 2^-9; float32: 2^-24) and float32 accumulation. With float32
+    inputs the products are rounded too, which gamma_(D+1) already allows for."""
     gamma = (dim + 13) * 2.0**-24 * 1.01
     return lambda qnorm, b: 2 * (
-        (3.02 * u_b + 1.01 * gamma) * qnorm * b + (2.02 * u_b + 2.02 * gamma) * b * b / 2
+        (3.02 * u_in + 1.01 * gamma) * qnorm * b + (2.02 * u_in + 2.02 * gamma) * b * b / 2
     )
+
+
+FLOAT32_U = 2.0**-24 * (1 + 2.0**-20)
+
+
+def _rerank_slack(dim: int) -> float:
+    """Relative difference two float64 evaluations of sum((q - b)^2) may have (each within
+    gamma_(D+1) of the exact sum of the float64 inputs, in any summation order)."""
+    return 2.02 * (dim + 2) * 2.0**-53
 
 
 SearchResult = tuple[np.ndarray, np.ndarray, np.ndarray]  # approx [n, kk], cand [n, kk], floor [n]
 
 
 def _bf16_search(base: _Base) -> Callable[[np.ndarray, int, int], SearchResult]:
+    return _gemm_search(base, torch.device("cpu"), torch.bfloat16, BASE_BLOCK_ROWS)
+
+
+def _gemm_search(base: _Base, device: torch.device, dtype: torch.dtype,
+                 block_rows: int) -> Callable[[np.ndarray, int, int], SearchResult]:
+    """Scores <q,b> - ||b||^2/2 by one `dtype` GEMM per base block on `device`, the
+    `per_block` best of each block kept, then the k' best of those."""
+
     def search(q_centred: np.ndarray, kk: int, per_block: int) -> SearchResult:
-        b_aug = base.bf16_aug()
-        n, dim = q_centred.shape
-        q_aug = torch.zeros((n, b_aug.shape[1]), dtype=torch.bfloat16)
-        q_aug[:, :dim] = torch.from_numpy(q_centred)
-        q_aug[:, dim] = 1.0
-        values, indices = [], []
-        # Highest score of any row left out so far: every such row has d~ >= qn - 2 * it.
-        left_out = torch.full((n,), -torch.inf)
-        for s in range(0, base.n, BASE_BLOCK_ROWS):
-            scores = q_aug @ b_aug[s : s + BASE_BLOCK_ROWS].T  # <q,b> - ||b||^2/2, larger = nearer
-            take = min(per_block, scores.shape[1])
-            v, i = torch.topk(scores, take, dim=1)
-            v = v.float()
-            if take < scores.shape[1]:
+        with _exact_gemm(device):
+            b_aug = base.aug(device, dtype)
+            n, dim = q_centred.shape
+            q_aug = torch.zeros((n, b_aug.shape[1]), dtype=dtype, device=device)
+            q_aug[:, :dim] = torch.from_numpy(q_centred).to(device)
+            q_aug[:, dim] = 1.0
+            values, indices = [], []
+            # Highest score of any row left out so far: every such row has d~ >= qn - 2 * it.
+            left_out = torch.full((n,), -torch.inf, device=device)
+            for s in range(0, base.n, block_rows):
+                scores = q_aug @ b_aug[s : s + block_rows].T  # <q,b> - ||b||^2/2, larger = nearer
+                take = min(per_block, scores.shape[1])
+                v, i = torch.topk(scores, take, dim=1)
+                v = v.float()
+                if take < scores.shape[1]:
+                    left_out = torch.maximum(left_out, v[:, -1])
+                values.append(v)
+                indices.append(i + s)
+                del scores
+            all_v, all_i = torch.cat(values, 1), torch.cat(indices, 1)
+            take = min(kk, all_v.shape[1])
+            v, pos = torch.topk(all_v, take, dim=1)
+            if take < all_v.shape[1]:
                 left_out = torch.maximum(left_out, v[:, -1])
-            values.append(v)
-            indices.append(i + s)
-        all_v, all_i = torch.cat(values, 1), torch.cat(indices, 1)
-        take = min(kk, all_v.shape[1])
-        v, pos = torch.topk(all_v, take, dim=1)
-        if take < all_v.shape[1]:
-            left_out = torch.maximum(left_out, v[:, -1])
-        idx = torch.gather(all_i, 1, pos)
+            idx = torch.gather(all_i, 1, pos)
+            v, idx, left_out = v.double().cpu().numpy(), idx.cpu().numpy(), left_out.double().cpu().numpy()
         qn = np.einsum("ij,ij->i", q_centred, q_centred)
-        floor = qn - 2.0 * left_out.double().numpy()  # +inf when nothing was left out
-        return qn[:, None] - 2.0 * v.double().numpy(), idx.numpy(), floor
+        floor = qn - 2.0 * left_out  # +inf when nothing was left out
+        return qn[:, None] - 2.0 * v, idx, floor
 
     return search
 
 
-def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int, int], SearchResult]:
+@contextlib.contextmanager
+def _exact_gemm(device: torch.device):
+    """GEMMs as the bounds assume on CUDA: float32 accumulation of bf16 products (no
+    reduced-precision split-K), IEEE float32 (no TF32)."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_bf16_reduced_precision_reduction
+    matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        with devices.fp32_exact():
+            yield
+    finally:
+        matmul.allow_bf16_reduced_precision_reduction = saved
+
+
+def _device_rerank(base: _Base, device: torch.device) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """float64 sum((q - b)^2) of the candidates, computed on `device`."""
+
+    def rerank(query_raw: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        rows = base.rows_on(device)
+        n, width = cand.shape
+        dim = rows.shape[1]
+        q = torch.from_numpy(np.asarray(query_raw, dtype=np.float64)).to(device)
+        c = torch.from_numpy(np.ascontiguousarray(cand)).to(device)
+        out = torch.empty((n, width), dtype=torch.float64, device=device)
+        step = max(1, DEVICE_RERANK_BYTES // (width * dim * 8))
+        for s in range(0, n, step):
+            gathered = rows[c[s : s + step].reshape(-1)].to(torch.float64).reshape(-1, width, dim)
+            out[s : s + step] = ((q[s : s + step, None, :] - gathered) ** 2).sum(-1)
+        return out.cpu().numpy()
+
+    return rerank
+
+
+def _faiss_search(base: _Base, gpu: bool, gpu_device: int = 0) -> Callable[[np.ndarray, int, int], SearchResult]:
     import faiss
 
     gpu_index = []  # built on first use: the base goes to the GPU once, not once per chunk
@@ -235,7 +358,9 @@ def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int, int], Se
         if gpu:
             if not gpu_index:
                 resources = faiss.StandardGpuResources()
-                index = faiss.GpuIndexFlatL2(resources, q32.shape[1])
+                config = faiss.GpuIndexFlatConfig()
+                config.device = gpu_device  # the GPU this process is pinned to
+                index = faiss.GpuIndexFlatL2(resources, q32.shape[1], config)
                 index.add(base.f32())
                 gpu_index.extend([resources, index])
             dist, idx = gpu_index[1].search(q32, kk)
@@ -249,16 +374,50 @@ def _faiss_search(base: _Base, gpu: bool) -> Callable[[np.ndarray, int, int], Se
 
 
 def _use_bf16() -> bool:
-    return _faiss_gpus() == 0 and _cpu_has_native_bf16()
+    """The CPU stages start with bf16 (only worth it with native bf16 dot products)."""
+    return _cpu_has_native_bf16()
 
 
-def _stages(base: _Base, dim: int) -> list[_Stage]:
-    if _faiss_gpus() > 0:
+def search_device(device: str | int | torch.device | None = None) -> torch.device:
+    """The device a search runs on: `device` (an int is a CUDA index), else the process's
+    pinned device (harness.devices.pin), else the current CUDA device, else the CPU."""
+    if device is not None:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    pinned = devices.current()
+    if pinned is not None:
+        return pinned
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _stages(base: _Base, dim: int, device: torch.device) -> list[_Stage]:
+    if device.type == "cuda":
+        return _device_stages(base, dim, device)
+    if _faiss_gpus() > 0:  # faiss-gpu beside a torch that sees no GPU
         return [_Stage("faiss-gpu-float32", _faiss_search(base, gpu=True), _float32_bound(dim))]
     stages = []
     if base._bf16_aug is not None:
         stages.append(_Stage("bf16", _bf16_search(base), _bf16_bound(dim)))
-    stages.append(_Stage("faiss-float32", _faiss_search(base, gpu=False), _float32_bound(dim)))
+    if _has_faiss():
+        stages.append(_Stage("faiss-float32", _faiss_search(base, gpu=False), _float32_bound(dim)))
+    return stages
+
+
+def _device_stages(base: _Base, dim: int, device: torch.device) -> list[_Stage]:
+    """A torch bf16 GEMM, then faiss-gpu where it sees this GPU, else a torch float32 GEMM;
+    candidates re-ranked in float64 on the device. Runs on any torch device (tests: CPU)."""
+    rerank = _device_rerank(base, device)
+    name = f"torch-{device.type}"
+    stages = [_Stage(f"{name}-bf16", _gemm_search(base, device, torch.bfloat16, DEVICE_BLOCK_ROWS),
+                     _bf16_bound(dim), rerank)]
+    index = devices.gpu_index(device) if device.type == "cuda" else None
+    if index is not None and _faiss_gpus() > index:
+        stages.append(_Stage("faiss-gpu-float32", _faiss_search(base, gpu=True, gpu_device=index),
+                             _float32_bound(dim), rerank))
+    else:
+        stages.append(_Stage(f"{name}-float32", _gemm_search(base, device, torch.float32, DEVICE_BLOCK_ROWS),
+                             _gemm_bound(dim, FLOAT32_U), rerank))
     return stages
 
 
@@ -315,9 +474,14 @@ def _run_stage(
     keep = min(returned, k + EXTRA_CANDIDATES)
     approx_kept = np.take_along_axis(allowed, order[:, :keep], 1)
     cand_kept = np.take_along_axis(cand, order[:, :keep], 1)
-    exact = _exact_distances(query_raw, base, cand_kept)
+    if stage.rerank is None:
+        exact, slack = _exact_distances(query_raw, base, cand_kept), 0.0
+    else:
+        exact = stage.rerank(query_raw, cand_kept)
+        slack = _rerank_slack(query_raw.shape[1]) * exact
     checked = np.isfinite(approx_kept)
-    if np.any(np.abs(approx_kept - exact)[checked] > np.broadcast_to(bound[:, None], exact.shape)[checked]):
+    allowance = np.broadcast_to(bound[:, None], exact.shape) + slack
+    if np.any(np.abs(approx_kept - exact)[checked] > allowance[checked]):
         warnings.warn(
             f"k-NN stage {stage.name} exceeded its error bound; retrying more precisely",
             RuntimeWarning,
@@ -325,7 +489,10 @@ def _run_stage(
         )
         n = len(query_raw)
         return np.empty((n, k)), np.empty((n, k), dtype=np.int64), np.zeros(n, dtype=bool)
-    dist, idx = _top_k_exact(np.where(checked, exact, np.inf), cand_kept, k)
+    if stage.rerank is None:
+        dist, idx = _top_k_exact(np.where(checked, exact, np.inf), cand_kept, k)
+    else:
+        dist, idx = _numpy_winners(query_raw, base, np.where(checked, exact, np.inf), cand_kept, k)
     # Every row not re-ranked has d~ >= limit: either an allowed candidate beyond `keep`
     # or a row outside the candidate list (d~ >= floor).
     next_allowed = allowed[np.arange(len(allowed)), order[:, keep]] if keep < returned else np.inf
@@ -333,6 +500,23 @@ def _run_stage(
     kth = approx_kept[:, k - 1]  # k-th smallest allowed approximate distance
     proven = np.isfinite(kth) & (limit > kth + 2 * bound)
     return dist, idx, proven
+
+
+def _numpy_winners(query_raw: np.ndarray, base: _Base, other: np.ndarray, cand: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest by numpy's float64 distances, given another float64 evaluation `other`
+    of the candidates' distances: only candidates within the two evaluations' possible
+    difference of the k-th `other` distance can be among them (module docstring), and only
+    those are evaluated again, by numpy."""
+    kth = np.sort(other, axis=1)[:, k - 1]
+    window = other <= (kth * (1 + 3 * _rerank_slack(query_raw.shape[1])))[:, None]
+    width = int(window.sum(1).max())
+    pick = np.argsort(~window, axis=1, kind="stable")[:, :width]
+    valid = np.take_along_axis(window, pick, 1)
+    chosen = np.take_along_axis(cand, pick, 1)
+    chosen = np.where(valid, chosen, chosen[:, :1])  # padding: any real row, then set to inf
+    dist = np.where(valid, _exact_distances(query_raw, base, chosen), np.inf)
+    return _top_k_exact(dist, chosen, k)
 
 
 def _float64_search(
@@ -412,6 +596,7 @@ def knn_search(
     exclude: tuple[np.ndarray, np.ndarray] | None = None,
     *,
     chunk_size: int = DEFAULT_CHUNK,
+    device: str | int | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest base rows of every query row under squared L2 distance.
 
@@ -420,6 +605,7 @@ def knn_search(
     base row i with base_groups[i] == query_groups[j] (e.g. the query's source image).
     Returns (distances [M, k] float64 squared L2, indices [M, k] int64), nearest first,
     ties broken by the lowest base index. See the module docstring for why it is exact.
+    device: where the candidate stages run (`search_device`); the answer is the same.
     """
     base_x = as_feature_matrix("base_x", base_x)
     query_x = as_feature_matrix("query_x", query_x)
@@ -444,12 +630,14 @@ def knn_search(
     if n_query == 0:
         return distances, indices
 
-    base = _Base.prepare(base_x, base_groups, with_bf16=_use_bf16())
+    device = search_device(device)
+    on_cpu = device.type == "cpu" and _faiss_gpus() == 0
+    base = _Base.prepare(base_x, base_groups, with_bf16=on_cpu and _use_bf16())
     kk = min(base.n, k + EXTRA_CANDIDATES + largest_group)
     # Rows kept per base block by blockwise stages: the true top k' rarely crowd into one
     # block (and when they do, the proof fails and a later stage takes over).
     per_block = min(kk, k + PER_BLOCK_EXTRA + largest_group)
-    stages = _stages(base, dim)
+    stages = _stages(base, dim, device)
     for s in range(0, n_query, chunk_size):
         q_raw = np.asarray(query_x[s : s + chunk_size])
         q_centred = np.asarray(q_raw, dtype=np.float64) - base.centre.astype(np.float64)
@@ -480,6 +668,7 @@ def knn_predict(
     *,
     num_classes: int | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    device: str | int | torch.device | None = None,
 ) -> np.ndarray:
     """Labels of query rows by k-NN on train rows (squared L2, exact, see `knn_search`).
 
@@ -499,7 +688,7 @@ def knn_predict(
                 MissingClassWarning,
                 stacklevel=2,
             )
-    _, idx = knn_search(train_x, query_x, k=k, chunk_size=chunk_size)
+    _, idx = knn_search(train_x, query_x, k=k, chunk_size=chunk_size, device=device)
     labels = train_y[idx]
     if k == 1:
         return labels[:, 0]
