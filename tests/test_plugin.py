@@ -328,7 +328,7 @@ def test_precision_is_in_the_header_and_the_report(planted):
 def test_a_run_whose_store_would_not_fit_stops_before_it_starts(planted, monkeypatch):
     """The pre-flight (harness.plan.check_room): the smoke world's entries need a few MB; a
     cache filesystem with 1,000 bytes free stops the run before any extraction, naming the
-    folder and the bytes; with room, the run records what it planned to write."""
+    folder and the bytes, and writes no report."""
     import harness.plan
 
     reports = planted.path / "out"
@@ -338,7 +338,10 @@ def test_a_run_whose_store_would_not_fit_stops_before_it_starts(planted, monkeyp
     result.stderr.fnmatch_lines([f"*the claims run needs * more in {planted.path / 'cache' / 'embeddings'}*"
                                  "0.0 MiB free; free space or pass --claims-cache-dir*harness plan*"])
     assert not (reports / "claims.json").exists() and not (planted.path / "cache" / "embeddings").exists()
-    monkeypatch.undo()
-    result = run(planted, "--claims-profile=smoke", "--claims-bootstrap=0", f"--claims-report-dir={reports}")
+
+
+def test_a_run_records_what_it_planned_to_write(planted):
+    reports = planted.path / "out"
+    run(planted, "--claims-profile=smoke", "--claims-bootstrap=0", f"--claims-report-dir={reports}")
     planned = load(reports / "claims.json")["run_info"]["plan"]
     assert planned["store_bytes_to_write"] > 0 and planned["free_bytes"] > planned["store_bytes_to_write"]

@@ -173,3 +173,16 @@ def test_precision_check_on_a_bf16_run(smoke_run, native_bf16, monkeypatch):
     # The measurement cache keeps bf16 numbers apart: the second call reads them back.
     again = smoke_run("bf16", []).precision_check()
     assert again.grid("nn_agreement", index="dataset").equals(agreement)
+
+
+def test_the_claims_option_reaches_the_run(tmp_path):
+    """--claims-precision bf16 -> RunOptions.precision -> ClaimsRun.precision (what X.3 reads)."""
+    from types import SimpleNamespace
+
+    from harness.plugin.options import RunOptions
+
+    options = RunOptions(profile="smoke", models=("dino",), weights={}, added={}, data_root=None,
+                         cache_dir=str(tmp_path), report_dir=str(tmp_path), baseline=None, bootstrap=0,
+                         train_seeds=1, tolerance=0.02, precision="bf16")
+    assert ClaimsRun.from_options(options).precision == "bf16"
+    assert ClaimsRun.from_options(SimpleNamespace(**{**options.as_dict(), "precision": "fp32"})).precision == "fp32"
