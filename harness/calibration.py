@@ -8,9 +8,9 @@ does not depend on the weights):
   the extraction path itself (`extract.extract_into`, the run's batch size and device);
   other sizes are scaled by their FLOPs (harness.plan.ModelShape.flops);
 - dense matrix-multiply rates (fp32, bf16) of the device;
-- the exact 1-NN (`probes.knn_search`) on random data of the plan's width at three sizes,
-  fitted as t = c (q + b) d + 2 q b d / g: its GEMM rate g and its per-row CPU work c
-  (centring, copies, the float64 re-ranking); g / the matmul rate is its overhead factor;
+- the exact 1-NN (`probes.knn_search`) at the plan's own search shape (cut to a few seconds'
+  worth) on token-like data (clustered, float16): its rate per FLOP, everything included
+  (GEMM, candidate selection, the float64 re-ranking); / the matmul rate: its overhead factor;
 - one linear-probe optimiser step per (width, classes, BatchNorm) the plan fits;
 - reading one image of each kind of view (decode, tile, resize, corrupt), on the plan's own
   views when it has data, else on a synthetic slice at the profile's sizes;
@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.plan import ModelShape, Plan, model_shape
 
+KNN_CALIBRATION_ROWS = (16384, 65536)  # (queries, base) at most: a few seconds on 2 CPU cores
 # A named device's figures that cannot be measured here, with their sources.
 ASSUMED = {
     "h100": {
@@ -196,8 +197,9 @@ def _timed(fn, repeat: int = 1) -> float:
 
 def _forward(plan: Plan, figures: DeviceFigures, dev) -> None:
     from harness import models
+    from harness.profiles import PROFILES
 
-    untrained = plan.options.profile == "smoke"
+    untrained = PROFILES[plan.options.profile].untrained  # the smoke-width models, as the plan's shapes
     by_arch: dict[str, ModelShape] = {}
     for name in sorted({w.model for w in plan.work}):
         by_arch.setdefault(plan.shapes[name].arch, plan.shapes[name])
@@ -246,28 +248,37 @@ def _matmul(figures: DeviceFigures, dev) -> None:
 
 
 def _knn(plan: Plan, figures: DeviceFigures) -> None:
-    from scipy.optimize import nnls
+    """One exact 1-NN at the plan's own search shape (the one with the most FLOPs in all, cut
+    to at most KNN_CALIBRATION_ROWS queries and base rows), on data shaped like patch tokens:
+    clustered (neighbouring patches are near-duplicates) and rounded to the store's float16,
+    which is what makes the search's exactness checks work (random Gaussian data, with no
+    near-ties, measured half the real time). Its rate per FLOP is the estimate's."""
+    from collections import Counter
 
     from harness.probes.knn import knn_search
 
-    searches = [k for w in plan.work for k in w.knn]
-    dims = [k.dim for k in searches] or [64]
-    dim = max(set(dims), key=dims.count)
+    work = Counter()
+    for w in plan.work:
+        for k in w.knn:
+            work[(k.queries, k.base, k.dim)] += k.flops
+    q, b, dim = max(work, key=work.get) if work else (8192, 65536, 64)
+    q, b = min(q, KNN_CALIBRATION_ROWS[0]), min(b, KNN_CALIBRATION_ROWS[1])
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((65536, dim)).astype(np.float32)
-    queries = rng.standard_normal((8192, dim)).astype(np.float32)
-    rows, times = [], []
-    for q, b in ((2048, 16384), (2048, 65536), (8192, 16384)):
-        seconds = _timed(lambda q=q, b=b: knn_search(base[:b], queries[:q], k=1), repeat=2)
-        rows.append([(q + b) * dim, 2.0 * q * b * dim])
-        times.append(seconds)
-    (row_seconds, per_flop), _ = nnls(np.asarray(rows), np.asarray(times))
-    figures.knn_row_seconds = float(row_seconds)
-    figures.knn_flops_per_second = 1 / per_flop if per_flop > 0 else max(figures.matmul_tflops.values()) * 1e12
+    centres = rng.standard_normal((256, dim)).astype(np.float32)
+
+    def tokens(n: int) -> np.ndarray:
+        x = centres[rng.integers(0, len(centres), n)] + 0.15 * rng.standard_normal((n, dim)).astype(np.float32)
+        return x.astype(np.float16).astype(np.float32)
+
+    base, queries = tokens(b), tokens(q)
+    knn_search(base[:1024], queries[:256], k=1)  # warm-up (thread pools, faiss)
+    seconds = _timed(lambda: knn_search(base, queries, k=1))
+    figures.knn_row_seconds = 0.0
+    figures.knn_flops_per_second = 2.0 * q * b * dim / seconds
     factor = figures.knn_overhead_factor
-    figures.how["knn"] = (f"measured: exact 1-NN at width {dim} (3 sizes): {figures.knn_flops_per_second / 1e12:.2f} "
-                          f"TFLOP/s in its search (overhead factor {factor:.2f} over the matmul rate) and "
-                          f"{row_seconds * 1e9:.2f} ns per (query + base row) x dim of CPU work")
+    figures.how["knn"] = (f"measured: exact 1-NN of {q:,} x {b:,} x {dim} token-like float16 rows in {seconds:.2f} s: "
+                          f"{figures.knn_flops_per_second / 1e12:.3f} TFLOP/s (overhead factor {factor:.2f} over "
+                          f"the matmul rate)")
 
 
 def _probes(plan: Plan, figures: DeviceFigures) -> None:
