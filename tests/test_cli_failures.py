@@ -198,14 +198,14 @@ def test_every_command_turns_ctrl_c_into_exit_130_and_a_bug_into_a_traceback(com
 
 def test_ctrl_c_during_extraction_exits_130_and_leaves_no_partial_entry(tmp_path, synthetic_world):
     """SIGINT to a real `harness extract` while it writes its first entry (full-width ViT-B,
-    so the build lasts seconds)."""
+    so a build lasts seconds, and five entries, so it is still running when the signal comes)."""
     from harness.store import EmbeddingStore
 
     cache = tmp_path / "cache"
     store_root = cache / "embeddings"
     command = [sys.executable, "-m", "harness.cli", "extract", "--model", "dino", "--random-init",
-               "--dataset", "fair1m", "--data-root", str(synthetic_world), "--cache-dir", str(cache),
-               "--limit", "2", "--profile", "smoke", "--batch-size", "1", "--quiet"]
+               "--dataset", "fair1m,cityscapes,ade20k", "--data-root", str(synthetic_world), "--cache-dir",
+               str(cache), "--limit", "2", "--profile", "smoke", "--batch-size", "1", "--quiet"]
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     result = kill_when(command, ready=lambda: bool(list(store_root.glob(f"dino/*/*{TEMP_MARK}*"))),
                        sig=signal.SIGINT, env=env)
