@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from harness.io import safe_name
+
 PRECISIONS = ("fp32", "bf16")
 
 _pinned: torch.device | None = None  # the device this process was pinned to (pin())
@@ -145,7 +147,7 @@ def gpu_index(device: str | torch.device) -> int | None:
 
 
 def gpu_lock_path(lock_dir: str | os.PathLike, index: int) -> Path:
-    return Path(lock_dir) / f"gpu-{_safe(socket.gethostname())}-{index}.lock"
+    return Path(lock_dir) / f"gpu-{safe_name(socket.gethostname())}-{index}.lock"
 
 
 @contextlib.contextmanager
@@ -179,7 +181,3 @@ def gpus() -> list[dict]:
                       "capability": f"{props.major}.{props.minor}",
                       "bf16": bf16_supported(torch.device("cuda", index))})
     return found
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

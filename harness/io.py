@@ -144,7 +144,7 @@ def remove_temp_files(folder: str | os.PathLike, name: str = "*", *, only_dead: 
     removed = []
     for path in Path(folder).glob(f"{name}{TEMP_MARK}*"):
         owner = temp_owner(path)
-        if owner is None or (only_dead and _process_alive(owner)):
+        if owner is None or (only_dead and process_alive(owner)):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -154,7 +154,8 @@ def remove_temp_files(folder: str | os.PathLike, name: str = "*", *, only_dead: 
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -248,3 +249,16 @@ def _fill_zeros(fd: int, offset: int, length: int) -> None:
         if count == 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         offset += count
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free bytes on the filesystem that holds (or will hold) `folder`."""
+    for path in (Path(folder), *Path(folder).parents):
+        if path.exists():
+            return shutil.disk_usage(path).free
+    return 0
+
+
+def safe_name(name: str) -> str:
+    """`name` with anything but letters, digits, '-', '_' and '.' replaced: a file name part."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

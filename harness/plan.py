@@ -31,7 +31,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from harness import config
+from harness.io import free_bytes, safe_name  # free_bytes: patched by tests through this module
 from harness.profiles import PROFILES, Profile, paper_linear, scaled_m
 from harness.scratch import scratch_bytes
 from harness.store import STORE_DTYPE, StoreFullError
@@ -937,13 +937,6 @@ def read_kind(view) -> str:
 
 
 # ------------------------------------------------------------------------------ the store
-def free_bytes(folder: Path) -> int:
-    for path in (Path(folder), *Path(folder).parents):
-        if path.exists():
-            return shutil.disk_usage(path).free
-    return 0
-
-
 def mark_cached(plan: Plan) -> None:
     """Mark the persisted extractions the store already holds, verified quickly by their
     sidecars: the key (model, view, layer, dtype, harness version; weights as the profile
@@ -958,7 +951,7 @@ def mark_cached(plan: Plan) -> None:
     untrained = PROFILES[plan.options.profile].untrained
     present: dict[tuple, set] = {}
     for model in plan.shapes:
-        folder = root / _safe(model)
+        folder = root / safe_name(model)
         if not folder.is_dir():
             continue
         for sidecar in folder.glob("*/layer-*/layer-*.json"):  # <entry>/layer-NN/layer-NN.json
@@ -994,10 +987,6 @@ def _nominal_match(view: str, keys: set[str]) -> bool:
     if dataset == "fair1m":
         return any(k.startswith("fair1m-tiles-fair1m-") for k in keys)
     return any(k.startswith(f"tiles-{dataset}-{split}-") for k in keys)
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 # ------------------------------------------------------------------------------ pre-flight

@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import threading
 import weakref
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.io import remove_temp_files, reserve_space, temp_sibling
+from harness.io import free_bytes, remove_temp_files, reserve_space, safe_name, temp_sibling
 from harness.store import StoreError, StoreFullError
 
 SCRATCH_DTYPE = np.float16  # the store's dtype: a transient layer holds the same numbers
@@ -109,7 +108,7 @@ class Scratch:
         paths: list[Path] = []
         try:
             for layer in layers:
-                path = temp_sibling(self.folder / f"{_safe(model)}-layer-{layer:02d}.npy")
+                path = temp_sibling(self.folder / f"{safe_name(model)}-layer-{layer:02d}.npy")
                 paths.append(path)
                 array = np.lib.format.open_memmap(path, mode="w+", dtype=SCRATCH_DTYPE, shape=shape)
                 reserve_space(path, array.offset, array.nbytes)
@@ -148,7 +147,7 @@ class Scratch:
 
     def _error(self, err: OSError, needed: int) -> OSError:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return ScratchFullError(self.folder, needed, _free_bytes(self.folder), err.errno)
+            return ScratchFullError(self.folder, needed, free_bytes(self.folder), err.errno)
         if err.errno is None:
             return err
         return StoreError(err.errno, err.strerror or os.strerror(err.errno), str(self.folder))
@@ -163,14 +162,3 @@ class ScratchFullError(StoreFullError):
         return (f"no space for transient embeddings in {self.filename}: {_amount(self.needed)} needed, "
                 f"{_amount(self.free)} free ({self.strerror}); free some space there or choose "
                 "another --claims-cache-dir")
-
-
-def _free_bytes(folder: Path) -> int:
-    for path in (folder, *folder.parents):
-        if path.exists():
-            return shutil.disk_usage(path).free
-    return 0
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

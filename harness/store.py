@@ -61,7 +61,16 @@ import numpy as np
 from filelock import FileLock
 
 import harness
-from harness.io import TEMP_MARK, append_record, atomic_write_text, read_records, reserve_space
+from harness.io import (
+    TEMP_MARK,
+    append_record,
+    atomic_write_text,
+    free_bytes,
+    process_alive,
+    read_records,
+    reserve_space,
+    safe_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +221,7 @@ class EmbeddingStore:
 
     # -- paths -------------------------------------------------------------------------
     def entry_dir(self, key: EntryKey) -> Path:
-        return self.root / _safe(key.model) / key.entry_id
+        return self.root / safe_name(key.model) / key.entry_id
 
     def layer_dir(self, key: EntryKey, layer: int) -> Path:
         return self.entry_dir(key) / f"layer-{layer:02d}"
@@ -461,7 +470,7 @@ class EmbeddingStore:
 
 def _build_folder(final: Path) -> Path:
     """A temp folder name next to `final`, unique across processes and machines."""
-    host = _safe(socket.gethostname())
+    host = safe_name(socket.gethostname())
     return final.with_name(f"{final.name}{TEMP_MARK}{os.getpid()}-{os.urandom(4).hex()}-{host}")
 
 
@@ -478,7 +487,7 @@ def remove_dead_builds(folder: str | os.PathLike, stale_after: float = STALE_BUI
     """Remove temp build folders in `folder` whose builder is dead: on this host with its
     process gone, or untouched for `stale_after` seconds (another machine's, or a reused pid).
     A live builder elsewhere is never touched. Returns what was removed."""
-    host, now, removed = _safe(socket.gethostname()), time.time(), []
+    host, now, removed = safe_name(socket.gethostname()), time.time(), []
     for path in Path(folder).glob(f"*{TEMP_MARK}*"):
         owner = _builder(path)
         if owner is None:
@@ -488,20 +497,10 @@ def remove_dead_builds(folder: str | os.PathLike, stale_after: float = STALE_BUI
             age = now - path.stat().st_mtime
         except OSError:
             continue
-        if (builder_host == host and not _process_alive(pid)) or age > stale_after:
+        if (builder_host == host and not process_alive(pid)) or age > stale_after:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reserved_memmap(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap:
@@ -525,20 +524,9 @@ def _layer_bytes(shape: tuple[int, ...], dtype: str) -> int:
 
 def _write_error(err: OSError, folder: Path, needed: int) -> StoreError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreFullError(folder, needed, _free_bytes(folder), err.errno)
+        return StoreFullError(folder, needed, free_bytes(folder), err.errno)
     return StoreError(err.errno, err.strerror or os.strerror(err.errno), str(folder))
-
-
-def _free_bytes(folder: Path) -> int:
-    for path in (folder, *folder.parents):
-        if path.exists():
-            return shutil.disk_usage(path).free
-    return 0
 
 
 def _amount(n_bytes: int) -> str:
     return f"{n_bytes:,} bytes ({n_bytes / 2**20:.1f} MiB)"
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
