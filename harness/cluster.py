@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -89,22 +88,13 @@ class ShardResult:
 
 
 def load_model(request: ExtractRequest, name: str, device: str | None):
-    """The backbone `name` of the request on `device`; a damaged --weights file reported as a
-    CheckpointFormatError (torch and safetensors say so with errors of their own)."""
-    from safetensors import SafetensorError
-
+    """The backbone `name` of the request on `device` (a damaged --weights file is a
+    CheckpointError naming it: harness.models.checkpoint.read_checkpoint)."""
     from harness import models
 
     gsd = models.FAIR1M_GSD_M if models.get_spec(name).gsd_aware else None  # as the claims load it
-    try:
-        return models.load(name, weights=request.weights, device=device, random_init=request.random_init,
-                           smoke=request.smoke, cache_dir=request.cache_dir, gsd=gsd)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, SafetensorError) as err:
-        if not (request.weights and Path(request.weights).expanduser().is_file()):
-            raise
-        reason = "the file ends too early" if isinstance(err, EOFError) else str(err).strip().splitlines()[0]
-        raise models.CheckpointFormatError(f"cannot read the checkpoint {request.weights} (damaged, cut short "
-                                           f"or not a checkpoint): {reason}") from err
+    return models.load(name, weights=request.weights, device=device, random_init=request.random_init,
+                       smoke=request.smoke, cache_dir=request.cache_dir, gsd=gsd)
 
 
 def views_of(request: ExtractRequest, backbone, dataset: str, folder: str) -> list[tuple[Any, list[int]]]:
