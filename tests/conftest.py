@@ -23,3 +23,13 @@ def synthetic_world(tmp_path_factory, worker_id) -> Path:
             write_world(world, seed=0)
             (world / ".complete").touch()
     return world
+
+
+@pytest.fixture
+def isolated_cli(monkeypatch, tmp_path):
+    """A `harness` command as on a fresh machine: offline, its own hub and harness caches,
+    no data root from the environment."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("VITCLAIMS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("VITCLAIMS_DATA", raising=False)

@@ -19,13 +19,7 @@ from faults import DISK_KINDS, KiB, MiB, kill_when, read_only_folder, small_file
 from harness.cli import COMMAND_MODULES, main
 from harness.io import TEMP_MARK
 
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-hub"))
-    monkeypatch.setenv("VITCLAIMS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VITCLAIMS_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_cli")  # tests/conftest.py
 
 
 def _one_error_line(capsys, command: str) -> str:

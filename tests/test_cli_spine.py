@@ -10,13 +10,7 @@ import pytest
 from harness.cli import main
 from harness.models import REGISTRY
 
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-hub"))
-    monkeypatch.setenv("VITCLAIMS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("VITCLAIMS_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_cli")  # tests/conftest.py
 
 
 def test_models_lists_the_registry_with_local_availability(capsys, tmp_path):
